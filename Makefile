@@ -1,0 +1,20 @@
+# Set-up and everyday targets; every target is idempotent and needs nothing installed by hand.
+PY := .venv/bin/python
+DATA ?= data/synthetic_vis
+WORK_DIR ?= work_dirs/ttsrn_synthetic
+QUICK_CONFIG ?= configs/ttsrn/ttsrn_synthetic.py
+PYTEST_ARGS ?=
+
+.PHONY: install test quickstart clean-venv
+
+install:
+	bash tools/misc/install_env.sh
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+quickstart: install
+	bash tools/misc/quickstart.sh $(QUICK_CONFIG) $(DATA) $(WORK_DIR)
+
+clean-venv:
+	rm -rf .venv

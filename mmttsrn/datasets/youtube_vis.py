@@ -1,0 +1,339 @@
+"""YouTube-VIS dataset reading the official JSON files directly."""
+import json
+import logging
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mmengine.fileio as fileio
+import pycocotools.mask as mask_utils
+from mmengine.logging import print_log
+
+from mmdet.datasets import BaseVideoDataset
+from mmdet.registry import DATASETS
+
+__all__ = ['YouTubeVISOfficialDataset']
+
+# Keys of ``filter_cfg`` this dataset understands.
+_FILTER_KEYS = ('filter_empty_gt', )
+
+
+def _require(record: dict, key: str, what: str):
+    """Return ``record[key]`` or raise an error naming the key and record."""
+    if not isinstance(record, dict):
+        raise ValueError(f'{what}: expected a JSON object, got '
+                         f'{type(record).__name__}')
+    if key not in record:
+        raise ValueError(f"{what}: missing '{key}'")
+    return record[key]
+
+
+@DATASETS.register_module()
+class YouTubeVISOfficialDataset(BaseVideoDataset):
+    """YouTube-VIS (2019/2021 and same-format sets) from the official JSON.
+
+    Reads ``train.json`` / ``valid.json`` / ``test.json`` as downloaded::
+
+        {"videos": [{"id", "width", "height", "length", "file_names"}],
+         "annotations": [{"id", "video_id", "category_id",
+                          "segmentations": [RLE | polygons | null] * length,
+                          "bboxes": [[x, y, w, h] | null] * length,
+                          "areas", "iscrowd"}],
+         "categories": [{"id", "name"}]}
+
+    ``annotations`` may be absent (the server's valid/test splits). Each
+    item of ``data_list`` is one video in the structure mmdet's video
+    pipeline expects::
+
+        dict(video_id, video_length,
+             images=[dict(img_id, img_path, height, width, frame_id,
+                          video_id,
+                          instances=[dict(bbox=[x1, y1, x2, y2],
+                                          bbox_label, mask, instance_id,
+                                          ignore_flag)])])
+
+    ``img_id`` is unique over the dataset, ``instance_id`` is the official
+    annotation id and ``mask`` the segmentation as stored in the file. A
+    frame whose segmentation is null (or empty) carries no instance for that
+    annotation; a null box is computed from the mask.
+
+    The classes are the file's categories sorted by id unless
+    ``metainfo['classes']`` names a subset (annotations of other categories
+    are then skipped). ``metainfo['cat_ids']`` holds the category id of each
+    class; a label is an index into it. Note that mmdet's
+    ``YouTubeVISMetric`` writes ``category_id = label + 1``, which matches the
+    file only when ``cat_ids`` is 1..K (true for YouTube-VIS 2019/2021).
+
+    With ``filter_cfg=dict(filter_empty_gt=True)`` (outside test mode),
+    videos without any instance are dropped; frames are never dropped, so
+    clips stay contiguous in time. In test mode every video is kept.
+
+    Args:
+        dataset_version (str, optional): Informative tag (e.g. '2019')
+            stored in ``metainfo['dataset_version']``. Defaults to None.
+        *args: Passed to :class:`mmdet.datasets.BaseVideoDataset`.
+        **kwargs: Passed to :class:`mmdet.datasets.BaseVideoDataset`
+            (``ann_file``, ``data_root``, ``data_prefix=dict(img_path=...)``,
+            ``metainfo``, ``filter_cfg``, ``test_mode``, ``pipeline``,
+            ``backend_args``, ...).
+    """
+
+    METAINFO = dict(classes=None)
+
+    def __init__(self,
+                 *args,
+                 dataset_version: Optional[str] = None,
+                 **kwargs) -> None:
+        self.dataset_version = dataset_version
+        super().__init__(*args, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """Read the annotation file into per-video dicts.
+
+        Returns:
+            list[dict]: One dict per video, in file order.
+        """
+        ann = self._load_json()
+        source = f"'{self.ann_file}'"
+        videos = _require(ann, 'videos', source)
+        categories = _require(ann, 'categories', source)
+        for key, value in (('videos', videos), ('categories', categories)):
+            if not isinstance(value, list):
+                raise ValueError(f"{source}: '{key}' must be a list")
+        self._set_classes(categories)
+        video_infos = self._parse_videos(videos)
+        annotations = ann.get('annotations', [])
+        if not isinstance(annotations, list):
+            raise ValueError(f"{source}: 'annotations' must be a list")
+        self._has_annotations = 'annotations' in ann
+        self._parse_annotations(annotations, video_infos, categories)
+        data_list = list(video_infos.values())
+        num_frames = sum(video['video_length'] for video in data_list)
+        print_log(
+            f'{self.ann_file}: {len(data_list)} videos, {num_frames} frames, '
+            f'{len(annotations)} annotations, '
+            f"{len(self._metainfo['classes'])} classes", 'current')
+        return data_list
+
+    def filter_data(self) -> List[dict]:
+        """Drop videos without instances if ``filter_empty_gt`` (train).
+
+        Returns:
+            list[dict]: The videos kept.
+
+        Raises:
+            ValueError: On unknown ``filter_cfg`` keys, or when no video is
+                left.
+        """
+        cfg = self.filter_cfg or {}
+        unknown = sorted(set(cfg) - set(_FILTER_KEYS))
+        if unknown:
+            raise ValueError(
+                f'{type(self).__name__}: unknown filter_cfg keys {unknown}; '
+                f'supported: {list(_FILTER_KEYS)}')
+        data_list = self.data_list
+        if not data_list:
+            raise ValueError(f"'{self.ann_file}' contains no videos")
+        if self.test_mode or not cfg.get('filter_empty_gt', False):
+            return data_list
+        kept = [
+            video for video in data_list if any(
+                frame['instances'] for frame in video['images'])
+        ]
+        print_log(
+            f'{self.ann_file}: dropped {len(data_list) - len(kept)} of '
+            f'{len(data_list)} videos without instances '
+            '(filter_empty_gt=True)', 'current')
+        if not kept:
+            if not self._has_annotations:
+                hint = ("it has no 'annotations' (the server's valid/test "
+                        'splits are unannotated): use test_mode=True for '
+                        'it, or train on an annotated file')
+            else:
+                hint = ('check that metainfo classes match its categories '
+                        f"{list(self._metainfo['classes'])}, or set "
+                        'filter_cfg=dict(filter_empty_gt=False)')
+            raise ValueError(f"'{self.ann_file}': no video with instances "
+                             f'is left after filtering; {hint}')
+        return kept
+
+    def _load_json(self) -> dict:
+        """Read and decode the annotation file, with errors naming it."""
+        if not self.ann_file:
+            raise ValueError(f'{type(self).__name__} needs an ann_file')
+        if not fileio.exists(self.ann_file, backend_args=self.backend_args):
+            raise FileNotFoundError(
+                f'annotation file not found: {self.ann_file}')
+        text = fileio.get_text(self.ann_file, backend_args=self.backend_args)
+        try:
+            ann = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"'{self.ann_file}' is not valid JSON: {e}") from e
+        if not isinstance(ann, dict):
+            raise ValueError(
+                f"'{self.ann_file}' must hold a JSON object with 'videos' "
+                f"and 'categories', got a {type(ann).__name__}")
+        return ann
+
+    def _set_classes(self, categories: List[dict]) -> None:
+        """Fill ``classes``, ``cat_ids`` (and the version) in metainfo."""
+        names = {}
+        for i, cat in enumerate(categories):
+            what = f"'{self.ann_file}' category #{i}"
+            cat_id = _require(cat, 'id', what)
+            name = _require(cat, 'name', what)
+            if cat_id in names:
+                raise ValueError(f"'{self.ann_file}': duplicate category id "
+                                 f'{cat_id}')
+            names[cat_id] = name
+        classes = self._metainfo.get('classes')
+        if classes is None:
+            cat_ids = sorted(names)
+            classes = tuple(names[i] for i in cat_ids)
+        else:
+            name2id = {name: cat_id for cat_id, name in names.items()}
+            missing = [name for name in classes if name not in name2id]
+            if missing:
+                raise ValueError(
+                    f"metainfo classes {missing} are not categories of "
+                    f"'{self.ann_file}' (it has {sorted(name2id)})")
+            cat_ids = [name2id[name] for name in classes]
+            classes = tuple(classes)
+        if cat_ids != list(range(1, len(cat_ids) + 1)):
+            print_log(
+                f'category ids {cat_ids} are not 1..K: results written by '
+                "YouTubeVISMetric (category_id = label + 1) won't match "
+                f"the ids of '{self.ann_file}'",
+                'current',
+                level=logging.WARNING)
+        self.cat_ids = cat_ids
+        self.cat2label = {cat_id: i for i, cat_id in enumerate(cat_ids)}
+        self._metainfo.update(classes=classes, cat_ids=list(cat_ids))
+        if self.dataset_version is not None:
+            self._metainfo['dataset_version'] = self.dataset_version
+
+    def _parse_videos(self, videos: List[dict]) -> Dict[int, dict]:
+        """Build the per-video dicts with their (instance-less) frames."""
+        img_prefix = self.data_prefix.get('img_path') or ''
+        video_infos = {}
+        img_id = 0
+        for i, video in enumerate(videos):
+            video_id = _require(video, 'id', f"'{self.ann_file}' video #{i}")
+            what = f"'{self.ann_file}' video id {video_id}"
+            file_names = _require(video, 'file_names', what)
+            height = _require(video, 'height', what)
+            width = _require(video, 'width', what)
+            if video_id in video_infos:
+                raise ValueError(f'{what}: duplicate video id')
+            if not isinstance(file_names, list) or not file_names:
+                raise ValueError(f"{what}: 'file_names' must be a non-empty "
+                                 'list')
+            if video.get('length', len(file_names)) != len(file_names):
+                raise ValueError(
+                    f"{what}: 'length' is {video['length']} but there are "
+                    f'{len(file_names)} file_names')
+            images = []
+            for frame_id, file_name in enumerate(file_names):
+                images.append(
+                    dict(
+                        img_id=img_id,
+                        img_path=osp.join(img_prefix, file_name),
+                        height=height,
+                        width=width,
+                        frame_id=frame_id,
+                        video_id=video_id,
+                        instances=[]))
+                img_id += 1
+            video_infos[video_id] = dict(
+                video_id=video_id,
+                video_length=len(images),
+                images=images)
+        return video_infos
+
+    def _parse_annotations(self, annotations: List[dict],
+                           video_infos: Dict[int, dict],
+                           categories: List[dict]) -> None:
+        """Add each annotation's per-frame instances to its video's frames."""
+        known_cats = {cat['id'] for cat in categories}
+        ann_ids = set()
+        for i, ann in enumerate(annotations):
+            what = (f"'{self.ann_file}' annotation id {ann['id']}"
+                    if isinstance(ann, dict) and 'id' in ann else
+                    f"'{self.ann_file}' annotation #{i}")
+            for key in ('id', 'video_id', 'category_id', 'segmentations'):
+                _require(ann, key, what)
+            if ann['id'] in ann_ids:
+                raise ValueError(f'{what}: duplicate annotation id')
+            ann_ids.add(ann['id'])
+            video = video_infos.get(ann['video_id'])
+            if video is None:
+                raise ValueError(
+                    f"{what}: unknown video_id {ann['video_id']}")
+            if ann['category_id'] not in known_cats:
+                raise ValueError(
+                    f"{what}: unknown category_id {ann['category_id']} "
+                    f'(categories: {sorted(known_cats)})')
+            if ann['category_id'] not in self.cat2label:
+                continue
+            length = video['video_length']
+            segmentations = ann['segmentations']
+            bboxes = ann.get('bboxes')
+            if bboxes is None:
+                bboxes = [None] * length
+            for key, value in (('segmentations', segmentations),
+                               ('bboxes', bboxes)):
+                if not isinstance(value, list):
+                    raise ValueError(f"{what}: '{key}' must be a list")
+                if len(value) != length:
+                    raise ValueError(
+                        f'{what}: {len(value)} {key} but video '
+                        f"{ann['video_id']} has {length} frames")
+            for frame, segm, bbox in zip(video['images'], segmentations,
+                                         bboxes):
+                if segm is None or segm == []:
+                    continue
+                instance = self._parse_instance(
+                    ann, segm, bbox, frame, f"{what}, frame "
+                    f"{frame['frame_id']}")
+                if instance is not None:
+                    frame['instances'].append(instance)
+
+    def _parse_instance(self, ann: dict, segm, bbox: Optional[Sequence],
+                        frame: dict, what: str) -> Optional[dict]:
+        """One frame's instance of an annotation, or None if it is empty."""
+        height, width = frame['height'], frame['width']
+        if isinstance(segm, dict):
+            if 'counts' not in segm or 'size' not in segm:
+                raise ValueError(f"{what}: RLE segmentation needs 'counts' "
+                                 "and 'size'")
+            if list(segm['size']) != [height, width]:
+                raise ValueError(
+                    f"{what}: RLE size {list(segm['size'])} differs from the "
+                    f'video size [{height}, {width}] (height, width)')
+        elif not isinstance(segm, list):
+            raise ValueError(f'{what}: segmentation must be an RLE dict, a '
+                             f'polygon list or null, got {type(segm).__name__}')
+        if bbox is None:
+            bbox = self._mask_to_bbox(segm, height, width)
+        if len(bbox) != 4:
+            raise ValueError(f'{what}: bbox must be [x, y, w, h], got {bbox}')
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            return None
+        return dict(
+            bbox=[x, y, x + w, y + h],
+            bbox_label=self.cat2label[ann['category_id']],
+            mask=segm,
+            instance_id=ann['id'],
+            ignore_flag=int(bool(ann.get('iscrowd', 0))))
+
+    @staticmethod
+    def _mask_to_bbox(segm, height: int, width: int) -> Tuple[float]:
+        """[x, y, w, h] box of an RLE (str/list counts) or polygon mask."""
+        if isinstance(segm, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+        elif isinstance(segm['counts'], list):
+            rle = mask_utils.frPyObjects(segm, height, width)
+        else:
+            rle = segm
+        return tuple(mask_utils.toBbox(rle).tolist())

@@ -1,0 +1,1 @@
+from .youtube_vis_metric import *  # noqa: F401,F403

@@ -1,0 +1,1 @@
+from . import backbones, heads, layers, task_modules, vis  # noqa: F401

@@ -1,0 +1,1 @@
+from .twins import *  # noqa: F401,F403

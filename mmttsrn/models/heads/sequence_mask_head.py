@@ -1,0 +1,268 @@
+"""Instance sequence segmentation head of TT-SRN (VisTR's mask head).
+
+Per frame, every instance query attends to its frame's encoder memory; the
+attention maps and the memory go through an FPN-style conv stack ending in a
+deformable conv. Each instance's T frame features are then stacked into a
+volume and refined by 3-D convs into one mask logit per pixel per frame.
+"""
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmdet.registry import MODELS
+from mmdet.utils import OptMultiConfig
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torchvision.ops import DeformConv2d
+
+__all__ = ['SequenceMaskHead']
+
+
+def _check_groups(channels: Sequence[int], groups: int, name: str) -> None:
+    """Raise if ``groups`` GroupNorm groups do not divide every width."""
+    bad = [c for c in channels if c % groups]
+    if bad:
+        raise ValueError(f'{name}={groups} must divide every channel count '
+                         f'it normalises ({list(channels)}), but not {bad}')
+
+
+@MODELS.register_module()
+class SequenceMaskHead(BaseModule):
+    """Instance sequence mask head with deformable and 3-D convolutions.
+
+    Args:
+        embed_dims (int): Transformer width d. Defaults to 384.
+        num_heads (int): Heads of the query-memory attention maps.
+            Defaults to 8.
+        fpn_channels (Sequence[int]): Backbone widths of the FPN inputs,
+            coarse to fine (strides 16, 8, 4). Defaults to (256, 128, 64).
+        conv_channels (Sequence[int], optional): Widths of the 2-D stack,
+            ``len(fpn_channels) + 2`` entries: two stem convs, then one conv
+            per FPN level (the last one deformable); the last entry is the
+            mask feature width fed to the 3-D convs. Defaults to VisTR's
+            ``[d + heads, d // 2, d // 4, d // 8, d // 16]``.
+        conv3d_channels (Sequence[int]): Widths of the 3-D convs.
+            Defaults to (12, 12, 12).
+        conv3d_kernel (int): Kernel size of the 3-D convs. Defaults to 3.
+        conv3d_dilation (int): Dilation of the 3-D convs. Defaults to 2.
+        conv3d_groups (int): GroupNorm groups of the 3-D convs.
+            Defaults to 4.
+        num_groups (int): GroupNorm groups of the 2-D convs. Defaults to 8.
+        dropout (float): Dropout on the attention maps. Defaults to 0.0.
+        init_cfg (dict or list[dict], optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 embed_dims: int = 384,
+                 num_heads: int = 8,
+                 fpn_channels: Sequence[int] = (256, 128, 64),
+                 conv_channels: Optional[Sequence[int]] = None,
+                 conv3d_channels: Sequence[int] = (12, 12, 12),
+                 conv3d_kernel: int = 3,
+                 conv3d_dilation: int = 2,
+                 conv3d_groups: int = 4,
+                 num_groups: int = 8,
+                 dropout: float = 0.0,
+                 init_cfg: OptMultiConfig = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims={embed_dims} must be divisible by '
+                             f'num_heads={num_heads}')
+        num_levels = len(fpn_channels)
+        if num_levels == 0:
+            raise ValueError('SequenceMaskHead needs at least one FPN level')
+        if conv_channels is None:
+            conv_channels = [embed_dims + num_heads] + [
+                embed_dims // 2**(i + 1) for i in range(num_levels + 1)
+            ]
+        conv_channels = list(conv_channels)
+        if len(conv_channels) != num_levels + 2:
+            raise ValueError(
+                f'conv_channels needs len(fpn_channels) + 2 = '
+                f'{num_levels + 2} entries, got {conv_channels}')
+        if conv3d_kernel % 2 == 0:
+            raise ValueError(f'conv3d_kernel must be odd to keep the frame '
+                             f'count, got {conv3d_kernel}')
+        _check_groups(conv_channels, num_groups, 'num_groups')
+        _check_groups(conv3d_channels, conv3d_groups, 'conv3d_groups')
+
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.fpn_channels = tuple(fpn_channels)
+        self.conv_channels = tuple(conv_channels)
+        self.scale = (embed_dims // num_heads)**-0.5
+
+        # Attention maps (VisTR's MHAttentionMap).
+        self.query_proj = nn.Linear(embed_dims, embed_dims)
+        self.key_proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        self.attn_drop = nn.Dropout(dropout)
+
+        norm_cfg = dict(type='GN', num_groups=num_groups)
+        act_cfg = dict(type='GELU')
+        self.stem = nn.Sequential(
+            ConvModule(
+                embed_dims + num_heads,
+                conv_channels[0],
+                3,
+                padding=1,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg),
+            ConvModule(
+                conv_channels[0],
+                conv_channels[1],
+                3,
+                padding=1,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg))
+        self.adapters = nn.ModuleList(
+            nn.Conv2d(c_fpn, c_out, 1)
+            for c_fpn, c_out in zip(fpn_channels, conv_channels[1:]))
+        # Every FPN level but the finest ends in a plain 3x3 conv; the finest
+        # one ends in the deformable conv.
+        self.fpn_convs = nn.ModuleList(
+            ConvModule(
+                conv_channels[i + 1],
+                conv_channels[i + 2],
+                3,
+                padding=1,
+                norm_cfg=norm_cfg,
+                act_cfg=act_cfg) for i in range(num_levels - 1))
+        self.offset_conv = nn.Conv2d(conv_channels[-2], 2 * 3 * 3, 1)
+        self.deform_conv = DeformConv2d(
+            conv_channels[-2], conv_channels[-1], 3, padding=1, bias=False)
+        self.deform_norm = nn.GroupNorm(num_groups, conv_channels[-1])
+        self.act = nn.GELU()
+
+        conv3d_cfg = dict(type='Conv3d')
+        norm3d_cfg = dict(type='GN', num_groups=conv3d_groups)
+        widths = [conv_channels[-1], *conv3d_channels]
+        self.conv3d = nn.Sequential(
+            *[
+                ConvModule(
+                    c_in,
+                    c_out,
+                    conv3d_kernel,
+                    padding=conv3d_dilation * (conv3d_kernel - 1) // 2,
+                    dilation=conv3d_dilation,
+                    conv_cfg=conv3d_cfg,
+                    norm_cfg=norm3d_cfg,
+                    act_cfg=act_cfg)
+                for c_in, c_out in zip(widths[:-1], widths[1:])
+            ], nn.Conv3d(widths[-1], 1, 1))
+
+        nn.init.xavier_uniform_(self.query_proj.weight)
+        nn.init.xavier_uniform_(self.key_proj.weight)
+        nn.init.zeros_(self.query_proj.bias)
+        nn.init.zeros_(self.key_proj.bias)
+        for adapter in self.adapters:
+            nn.init.kaiming_uniform_(adapter.weight, a=1)
+            nn.init.zeros_(adapter.bias)
+        self._zero_offsets()
+
+    def _zero_offsets(self) -> None:
+        """Zero the offset predictor so the deformable conv starts plain."""
+        nn.init.zeros_(self.offset_conv.weight)
+        nn.init.zeros_(self.offset_conv.bias)
+
+    def init_weights(self) -> None:
+        """Apply ``init_cfg`` but keep the deformable conv's offsets at zero
+        unless pretrained weights are loaded."""
+        super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg,
+                                           list) else [self.init_cfg]
+        if not any(cfg is not None and cfg.get('type') == 'Pretrained'
+                   for cfg in cfgs):
+            self._zero_offsets()
+
+    def attention_maps(self, query: Tensor, memory: Tensor,
+                       memory_mask: Tensor) -> Tensor:
+        """Multi-head attention maps of each query over its frame's memory.
+
+        Args:
+            query (Tensor): Instance embeddings (B, T, n, d).
+            memory (Tensor): Encoder output (B, T, d, h, w).
+            memory_mask (Tensor): Bool (B, T, h, w), True at padding.
+
+        Returns:
+            Tensor: Maps (B, T, n, heads, h, w); for each query they sum to 1
+            over (heads, h, w) jointly (as in VisTR) and are 0 at padding.
+        """
+        B, T, n, d = query.shape
+        h, w = memory.shape[-2:]
+        heads = self.num_heads
+        q = self.query_proj(query).view(B, T, n, heads, d // heads)
+        k = self.key_proj(memory.flatten(0, 1)).view(B, T, heads, d // heads,
+                                                      h, w)
+        logits = torch.einsum('btnkc,btkchw->btnkhw', q * self.scale, k)
+        logits = logits.masked_fill(memory_mask.bool()[:, :, None, None],
+                                    float('-inf'))
+        attn = logits.flatten(3).softmax(-1).view_as(logits)
+        return self.attn_drop(attn)
+
+    def _check_inputs(self, query: Tensor, memory: Tensor,
+                      memory_mask: Tensor, fpn_feats: List[Tensor]) -> None:
+        """Raise a ValueError naming the first inconsistent input."""
+        if query.dim() != 4 or query.shape[-1] != self.embed_dims:
+            raise ValueError(f'query must have shape (B, T, n, '
+                             f'{self.embed_dims}), got {tuple(query.shape)}')
+        B, T = query.shape[:2]
+        if memory.dim() != 5 or memory.shape[:3] != (B, T, self.embed_dims):
+            raise ValueError(f'memory must have shape ({B}, {T}, '
+                             f'{self.embed_dims}, h, w), got '
+                             f'{tuple(memory.shape)}')
+        if memory_mask.shape != (B, T, *memory.shape[-2:]):
+            raise ValueError(f'memory_mask must have shape ({B}, {T}, '
+                             f'{memory.shape[-2]}, {memory.shape[-1]}), got '
+                             f'{tuple(memory_mask.shape)}')
+        if len(fpn_feats) != len(self.fpn_channels):
+            raise ValueError(f'expected {len(self.fpn_channels)} fpn_feats, '
+                             f'got {len(fpn_feats)}')
+        for i, (feat, c) in enumerate(zip(fpn_feats, self.fpn_channels)):
+            if feat.dim() != 4 or feat.shape[:2] != (B * T, c):
+                raise ValueError(f'fpn_feats[{i}] must have shape ({B * T}, '
+                                 f'{c}, H, W) (B * T frames), got '
+                                 f'{tuple(feat.shape)}')
+
+    @staticmethod
+    def _add_fpn(x: Tensor, feat: Tensor, num_inst: int) -> Tensor:
+        """Upsample x (B*T*n, C, h, w) to feat (B*T, C, H, W) and add feat
+        to each of the frame's n instances (broadcast, no copies of feat)."""
+        x = F.interpolate(x, size=feat.shape[-2:], mode='nearest')
+        return (x.unflatten(0, (-1, num_inst)) + feat[:, None]).flatten(0, 1)
+
+    def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor,
+                fpn_feats: List[Tensor]) -> Tensor:
+        """Predict a mask sequence for every instance slot.
+
+        Args:
+            query (Tensor): Last decoder layer's embeddings (B, T, n, d);
+                ``query[:, t, j]`` is instance j in frame t.
+            memory (Tensor): Encoder output at stride 32 (B, T, d, h, w).
+            memory_mask (Tensor): Bool (B, T, h, w), True at padding.
+            fpn_feats (list[Tensor]): Backbone features, coarse to fine,
+                ``[(B*T, C16, H16, W16), (B*T, C8, H8, W8),
+                (B*T, C4, H4, W4)]``.
+
+        Returns:
+            Tensor: Mask logits (B, n, T, H4, W4).
+        """
+        self._check_inputs(query, memory, memory_mask, fpn_feats)
+        B, T, n, d = query.shape
+        h, w = memory.shape[-2:]
+        attn = self.attention_maps(query, memory, memory_mask)
+        # (B*T*n, d + heads, h, w): the frame's memory next to each of its
+        # instances' attention maps.
+        x = torch.cat([memory[:, :, None].expand(B, T, n, d, h, w), attn],
+                      dim=3).flatten(0, 2)
+        x = self.stem(x)
+        for i, (feat, adapter) in enumerate(zip(fpn_feats, self.adapters)):
+            x = self._add_fpn(x, adapter(feat), n)
+            if i < len(self.fpn_convs):
+                x = self.fpn_convs[i](x)
+        x = self.deform_conv(x, self.offset_conv(x))
+        x = self.act(self.deform_norm(x))
+        # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
+        C, H, W = x.shape[1:]
+        x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
+        return self.conv3d(x).view(B, n, T, H, W)

@@ -1,0 +1,321 @@
+"""The TT-SRN head: clip transformer, SRN class/box heads, mask head, losses."""
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmdet.registry import MODELS, TASK_UTILS
+from mmdet.structures import TrackSampleList
+from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh)
+from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig, reduce_mean
+from torch import Tensor
+
+__all__ = ['TTSRNHead']
+
+
+@MODELS.register_module()
+class TTSRNHead(BaseModule):
+    """Spatio-temporal transformer head of TT-SRN.
+
+    One clip of ``num_frames`` (T) frames goes through: a 1x1 input projection
+    of the stride-32 features, the 3-D sine positional encoding, the encoder
+    over all ``T*h*w`` tokens, the decoder with ``T*n`` learned queries (query
+    ``t*n+j`` is instance slot ``j`` in frame ``t``), the SRN class and box
+    heads on every decoder layer, and the instance sequence mask head on the
+    last one.
+
+    Args:
+        num_classes (int): Number of categories K (no-object is index K).
+        num_frames (int): Frames per clip T.
+        num_queries (int): Instance slots per frame n.
+        in_channels (Sequence[int]): Backbone channels at strides 4, 8, 16,
+            32.
+        embed_dims (int): Transformer width d.
+        positional_encoding (dict): 3-D sine encoding config.
+        transformer (dict): Clip transformer config.
+        cls_head (dict): Class head config (``out_channels`` is set to K+1).
+        reg_head (dict): Box head config (``out_channels`` is set to 4).
+        mask_head (dict): Sequence mask head config (widths are filled in).
+        loss_cls, loss_bbox, loss_iou, loss_mask, loss_dice (dict): Losses.
+        train_cfg (dict): ``matcher``: the instance sequence matcher config.
+        test_cfg (dict): Unused by the head; the model reads it.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 num_frames: int,
+                 num_queries: int,
+                 in_channels: Sequence[int],
+                 embed_dims: int = 384,
+                 positional_encoding: ConfigType = dict(
+                     type='SpatioTemporalSineEncoding', normalize=True),
+                 transformer: ConfigType = dict(type='ClipTransformer'),
+                 cls_head: ConfigType = dict(
+                     type='SRNHead', siren_channels=(128, ),
+                     hidden_channels=64),
+                 reg_head: ConfigType = dict(
+                     type='SRNHead', siren_channels=(128, 64),
+                     hidden_channels=32),
+                 mask_head: ConfigType = dict(type='SequenceMaskHead'),
+                 loss_cls: ConfigType = dict(
+                     type='CrossEntropyLoss', use_sigmoid=False,
+                     loss_weight=1.0),
+                 loss_bbox: ConfigType = dict(type='L1Loss', loss_weight=5.0),
+                 loss_iou: ConfigType = dict(
+                     type='GIoULoss', loss_weight=2.0),
+                 loss_mask: ConfigType = dict(
+                     type='FocalLoss', use_sigmoid=True, gamma=2.0,
+                     alpha=0.25, loss_weight=1.0),
+                 loss_dice: ConfigType = dict(
+                     type='DiceLoss', use_sigmoid=True, activate=True,
+                     naive_dice=True, eps=1.0, loss_weight=1.0),
+                 train_cfg: OptConfigType = dict(
+                     matcher=dict(type='InstanceSequenceMatcher')),
+                 test_cfg: OptConfigType = None,
+                 init_cfg: OptMultiConfig = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if len(in_channels) != 4:
+            raise ValueError('TTSRNHead needs backbone features at strides '
+                             f'4, 8, 16 and 32, got in_channels={in_channels}')
+        self.num_classes = num_classes
+        self.num_frames = num_frames
+        self.num_queries = num_queries
+        self.embed_dims = embed_dims
+        self.train_cfg = train_cfg or {}
+        self.test_cfg = test_cfg or {}
+
+        self.input_proj = nn.Conv2d(in_channels[-1], embed_dims, 1)
+        self.positional_encoding = MODELS.build(
+            dict(num_feats=embed_dims // 3, **positional_encoding))
+        self.transformer = MODELS.build(
+            dict(embed_dims=embed_dims, **transformer))
+        self.query_embed = nn.Embedding(num_frames * num_queries, embed_dims)
+        self.cls_head = MODELS.build(
+            dict(in_channels=embed_dims, out_channels=num_classes + 1,
+                 **cls_head))
+        self.reg_head = MODELS.build(
+            dict(in_channels=embed_dims, out_channels=4, **reg_head))
+        # The mask head fuses the strides 16, 8 and 4 features, coarse first.
+        self.mask_head = MODELS.build(
+            dict(embed_dims=embed_dims,
+                 fpn_channels=tuple(in_channels[2::-1]), **mask_head))
+        if 3 * (embed_dims // 3) != embed_dims:
+            raise ValueError('embed_dims must be divisible by 3 (d/3 channels '
+                             f'per t, y, x axis), got {embed_dims}')
+
+        self.matcher = TASK_UTILS.build(self.train_cfg.get(
+            'matcher', dict(type='InstanceSequenceMatcher')))
+        self.loss_cls = MODELS.build(loss_cls)
+        self.loss_bbox = MODELS.build(loss_bbox)
+        self.loss_iou = MODELS.build(loss_iou)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.loss_dice = MODELS.build(loss_dice)
+
+    # ------------------------------------------------------------------ #
+    # forward
+    # ------------------------------------------------------------------ #
+    def forward(self, feats: Sequence[Tensor],
+                pad_mask: Tensor) -> Dict[str, Tensor]:
+        """Run one batch of clips.
+
+        Args:
+            feats (Sequence[Tensor]): Backbone features at strides 4, 8, 16,
+                32, each (B*T, C_i, H_i, W_i).
+            pad_mask (Tensor): (B, T, H, W) bool, True on padded pixels of the
+                network input.
+
+        Returns:
+            dict: ``cls_scores`` (L, B, n, T, K+1) logits for every decoder
+            layer, ``bbox_preds`` (L, B, n, T, 4) normalised (cx, cy, w, h),
+            ``mask_preds`` (B, n, T, H4, W4) mask logits at stride 4.
+        """
+        B, T = pad_mask.shape[:2]
+        n, d = self.num_queries, self.embed_dims
+        if T != self.num_frames:
+            raise ValueError(f'The head is built for clips of {self.num_frames}'
+                             f' frames, got {T}; the model pads or windows '
+                             'videos to that length')
+        src = self.input_proj(feats[-1])
+        h, w = src.shape[-2:]
+        mask = F.interpolate(
+            pad_mask.flatten(0, 1)[:, None].float(), size=(h, w))
+        mask = mask.to(torch.bool).view(B, T, h, w)
+        pos = self.positional_encoding(mask)  # (B, T, d, h, w)
+
+        # Tokens ordered (t, y, x): the encoder sees the whole clip at once.
+        src = src.view(B, T, d, h, w)
+        tokens = src.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, d)
+        pos = pos.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, d)
+        query_pos = self.query_embed.weight[None].expand(B, -1, -1)
+        hs, memory = self.transformer(tokens, mask.view(B, -1), pos,
+                                      query_pos)
+        num_layers = hs.shape[0]
+        # (L, B, T*n, d) -> (L, B, n, T, d): instance j's sequence is slot j
+        # in every frame.
+        hs = hs.view(num_layers, B, T, n, d).transpose(2, 3)
+        cls_scores = self.cls_head(hs)
+        bbox_preds = self.reg_head(hs).sigmoid()
+
+        memory = memory.view(B, T, h, w, d).permute(0, 1, 4, 2, 3)
+        mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
+                                    [feats[2], feats[1], feats[0]])
+        return dict(
+            cls_scores=cls_scores, bbox_preds=bbox_preds,
+            mask_preds=mask_preds)
+
+    # ------------------------------------------------------------------ #
+    # training
+    # ------------------------------------------------------------------ #
+    def get_targets(self, data_samples: TrackSampleList,
+                    device: torch.device) -> List[Dict[str, Tensor]]:
+        """Align each video's gt instances across its frames by instance id.
+
+        Returns:
+            list[dict]: one per video: ``labels`` (m,), ``bboxes`` (m, T, 4)
+            normalised (cx, cy, w, h), ``valid`` (m, T) bool (False where the
+            instance is absent) and ``masks`` (m, T, H, W) bool at the padded
+            input size.
+        """
+        targets = []
+        for track_sample in data_samples:
+            frames = track_sample.video_data_samples
+            T = len(frames)
+            gts = [f.gt_instances for f in frames]
+            pad_h, pad_w = frames[0].batch_input_shape
+            num_per_frame = torch.tensor([len(g) for g in gts], device=device)
+            frame_inds = torch.repeat_interleave(
+                torch.arange(T, device=device), num_per_frame)
+            ids = torch.cat([g.instances_ids.to(device) for g in gts])
+            uids, inv = torch.unique(ids, return_inverse=True)
+            m = len(uids)
+            labels = torch.zeros(m, dtype=torch.long, device=device)
+            labels[inv] = torch.cat([g.labels.to(device) for g in gts])
+            # Boxes are normalised by each frame's unpadded size.
+            sizes = torch.tensor(
+                [f.img_shape[::-1] for f in frames], device=device,
+                dtype=torch.float32).repeat(1, 2)  # (T, 4) as (w, h, w, h)
+            boxes = torch.cat([g.bboxes.to(device) for g in gts]).float()
+            boxes = bbox_xyxy_to_cxcywh(boxes) / sizes[frame_inds]
+            bboxes = boxes.new_zeros(m, T, 4)
+            bboxes[inv, frame_inds] = boxes
+            valid = torch.zeros(m, T, dtype=torch.bool, device=device)
+            valid[inv, frame_inds] = True
+            masks = torch.zeros(
+                m, T, pad_h, pad_w, dtype=torch.bool, device=device)
+            if m:
+                masks[inv, frame_inds] = torch.cat([
+                    g.masks.to_tensor(torch.bool, device) for g in gts
+                    if len(g)
+                ])
+            targets.append(
+                dict(labels=labels, bboxes=bboxes, valid=valid, masks=masks))
+        return targets
+
+    def loss(self, feats: Sequence[Tensor], pad_mask: Tensor,
+             data_samples: TrackSampleList) -> Dict[str, Tensor]:
+        """Forward and compute the set losses of a batch of clips."""
+        outs = self(feats, pad_mask)
+        targets = self.get_targets(data_samples, pad_mask.device)
+        return self.loss_by_feat(targets=targets, **outs)
+
+    def loss_by_feat(self, cls_scores: Tensor, bbox_preds: Tensor,
+                     mask_preds: Tensor,
+                     targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
+        """Set losses of every decoder layer, masks on the last one.
+
+        The normaliser is the number of gt instance-frames in the batch,
+        averaged over processes.
+        """
+        num_frames = sum(int(t['valid'].sum()) for t in targets)
+        avg_factor = reduce_mean(cls_scores.new_tensor(num_frames))
+        avg_factor = avg_factor.clamp(min=1).item()
+
+        losses = dict()
+        num_layers = cls_scores.shape[0]
+        for layer in range(num_layers):
+            matches = [
+                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'])
+                for c, b, t in zip(cls_scores[layer], bbox_preds[layer],
+                                   targets)
+            ]
+            layer_losses = self._loss_layer(
+                cls_scores[layer], bbox_preds[layer],
+                mask_preds if layer == num_layers - 1 else None, targets,
+                matches, avg_factor)
+            prefix = '' if layer == num_layers - 1 else f'd{layer}.'
+            losses.update(
+                {prefix + k: v
+                 for k, v in layer_losses.items()})
+        return losses
+
+    def _loss_layer(self, cls_scores: Tensor, bbox_preds: Tensor,
+                    mask_preds: Tensor, targets: List[Dict[str, Tensor]],
+                    matches: List[Tuple[Tensor, Tensor]],
+                    avg_factor: float) -> Dict[str, Tensor]:
+        """Losses of one decoder layer.
+
+        Args:
+            cls_scores (Tensor): (B, n, T, K+1).
+            bbox_preds (Tensor): (B, n, T, 4).
+            mask_preds (Tensor | None): (B, n, T, H4, W4), last layer only.
+        """
+        B, n, T = cls_scores.shape[:3]
+        device = cls_scores.device
+        # Matched (video, slot) pairs and their gt sequences, batched.
+        batch_inds = torch.cat([
+            torch.full_like(p, b) for b, (p, _) in enumerate(matches)
+        ]).to(device)
+        slot_inds = torch.cat([p for p, _ in matches]).to(device)
+        gt_labels = torch.cat(
+            [t['labels'][g] for t, (_, g) in zip(targets, matches)])
+        gt_valid = torch.cat(
+            [t['valid'][g] for t, (_, g) in zip(targets, matches)])
+        gt_boxes = torch.cat(
+            [t['bboxes'][g] for t, (_, g) in zip(targets, matches)])
+
+        # Every (slot, frame) is "no object" unless a matched gt is present.
+        labels = torch.full((B, n, T),
+                            self.num_classes,
+                            dtype=torch.long,
+                            device=device)
+        labels[batch_inds, slot_inds] = torch.where(
+            gt_valid, gt_labels[:, None], self.num_classes)
+        class_weight = cls_scores.new_tensor(
+            self.loss_cls.class_weight) if getattr(
+                self.loss_cls, 'class_weight', None) else None
+        cls_avg = (class_weight[labels].sum() if class_weight is not None
+                   else labels.new_tensor(labels.numel()).float())
+        losses = dict(
+            loss_cls=self.loss_cls(
+                cls_scores.flatten(0, 2), labels.flatten(),
+                avg_factor=cls_avg.clamp(min=1).item()))
+
+        pred_boxes = bbox_preds[batch_inds, slot_inds][gt_valid]
+        target_boxes = gt_boxes[gt_valid]
+        losses['loss_bbox'] = self.loss_bbox(
+            pred_boxes, target_boxes, avg_factor=avg_factor)
+        losses['loss_iou'] = self.loss_iou(
+            bbox_cxcywh_to_xyxy(pred_boxes),
+            bbox_cxcywh_to_xyxy(target_boxes),
+            avg_factor=avg_factor)
+
+        if mask_preds is not None:
+            pred_masks = mask_preds[batch_inds, slot_inds][gt_valid]
+            if len(pred_masks) == 0:
+                # Keep the graph connected when the batch has no gt at all.
+                zero = mask_preds.sum() * 0
+                losses.update(loss_mask=zero, loss_dice=zero)
+                return losses
+            gt_masks = torch.cat(
+                [t['masks'][g] for t, (_, g) in zip(targets, matches)])
+            gt_masks = gt_masks[gt_valid].flatten(1).float()
+            pred_masks = F.interpolate(
+                pred_masks[:, None], size=targets[0]['masks'].shape[-2:],
+                mode='bilinear', align_corners=False).flatten(1)
+            losses['loss_mask'] = self.loss_mask(
+                pred_masks, gt_masks,
+                avg_factor=avg_factor * gt_masks.shape[1])
+            losses['loss_dice'] = self.loss_dice(
+                pred_masks, gt_masks, avg_factor=avg_factor)
+        return losses

@@ -1,0 +1,3 @@
+from .positional_encoding import *  # noqa: F401,F403
+from .siren import *  # noqa: F401,F403
+from .transformer import *  # noqa: F401,F403

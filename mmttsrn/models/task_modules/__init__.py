@@ -1,0 +1,2 @@
+from .sequence_matcher import *  # noqa: F401,F403
+from .window_linker import *  # noqa: F401,F403

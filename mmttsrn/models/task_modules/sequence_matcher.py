@@ -1,0 +1,131 @@
+"""Hungarian matching between predicted and ground-truth instance sequences.
+
+Follows VisTR: a prediction is the same instance slot across the T frames of
+a clip and is matched as a whole to one ground-truth instance sequence.
+"""
+from typing import Tuple
+
+import torch
+from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+__all__ = ['InstanceSequenceMatcher']
+
+
+@TASK_UTILS.register_module()
+class InstanceSequenceMatcher:
+    """Instance-sequence Hungarian matcher (VisTR).
+
+    The cost of pairing prediction i with ground truth g is the mean, over
+    the frames where g is present, of
+    ``-cls_weight * p_i,t(label_g) + l1_weight * |b_i,t - b_g,t|_1
+    - giou_weight * GIoU(b_i,t, b_g,t)``.
+    Frames where g is absent do not enter its cost.
+
+    Args:
+        cls_weight (float): Weight of the class cost. Defaults to 1.0.
+        l1_weight (float): Weight of the L1 box cost. Defaults to 5.0.
+        giou_weight (float): Weight of the GIoU cost. Defaults to 2.0.
+    """
+
+    def __init__(self,
+                 cls_weight: float = 1.0,
+                 l1_weight: float = 5.0,
+                 giou_weight: float = 2.0) -> None:
+        self.cls_weight = cls_weight
+        self.l1_weight = l1_weight
+        self.giou_weight = giou_weight
+
+    @staticmethod
+    def _check_inputs(cls_scores: Tensor, bbox_preds: Tensor,
+                      gt_labels: Tensor, gt_bboxes: Tensor,
+                      gt_valid: Tensor) -> None:
+        """Raise a ValueError naming the first inconsistent input."""
+        if cls_scores.dim() != 3:
+            raise ValueError('cls_scores must have shape (n, T, K + 1), got '
+                             f'{tuple(cls_scores.shape)}')
+        n, num_frames = cls_scores.shape[:2]
+        m = gt_labels.shape[0]
+        if bbox_preds.shape != (n, num_frames, 4):
+            raise ValueError(f'bbox_preds must have shape ({n}, '
+                             f'{num_frames}, 4) like cls_scores, got '
+                             f'{tuple(bbox_preds.shape)}')
+        if gt_bboxes.shape != (m, num_frames, 4):
+            raise ValueError(f'gt_bboxes must have shape ({m}, {num_frames}, '
+                             f'4) (m gt instances, T frames), got '
+                             f'{tuple(gt_bboxes.shape)}')
+        if gt_valid.shape != (m, num_frames):
+            raise ValueError(f'gt_valid must have shape ({m}, {num_frames}),'
+                             f' got {tuple(gt_valid.shape)}')
+        if m > n:
+            raise ValueError(f'{m} ground-truth instances cannot be matched '
+                             f'to only {n} predicted instance sequences; '
+                             'use more instance queries')
+        empty = (~gt_valid.bool().any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f'ground-truth instance {empty[0]} is absent in '
+                             'every frame of the clip (gt_valid all False)')
+
+    @torch.no_grad()
+    def cost(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
+             gt_bboxes: Tensor, gt_valid: Tensor) -> Tensor:
+        """Matching cost between every prediction and ground-truth sequence.
+
+        Args:
+            cls_scores (Tensor): Class logits (n, T, K + 1).
+            bbox_preds (Tensor): Normalised cxcywh boxes (n, T, 4).
+            gt_labels (Tensor): Labels (m, ) in [0, K).
+            gt_bboxes (Tensor): Normalised cxcywh boxes (m, T, 4).
+            gt_valid (Tensor): Bool (m, T), False where the instance is
+                absent from the frame.
+
+        Returns:
+            Tensor: Cost matrix (n, m).
+        """
+        self._check_inputs(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                           gt_valid)
+        n, num_frames = cls_scores.shape[:2]
+        m = gt_labels.shape[0]
+        if m == 0:
+            return cls_scores.new_zeros((n, 0))
+        # (n, T, m) -> (n, m, T): probability of each gt's class.
+        prob = cls_scores.softmax(-1)[..., gt_labels.long()]
+        cls_cost = -prob.permute(0, 2, 1)
+        pred = bbox_preds[:, None].expand(n, m, num_frames, 4)
+        gt = gt_bboxes[None].to(bbox_preds).expand(n, m, num_frames, 4)
+        l1_cost = (pred - gt).abs().sum(-1)
+        giou = bbox_overlaps(
+            bbox_cxcywh_to_xyxy(pred),
+            bbox_cxcywh_to_xyxy(gt),
+            mode='giou',
+            is_aligned=True)
+        frame_cost = (self.cls_weight * cls_cost + self.l1_weight * l1_cost -
+                      self.giou_weight * giou)
+        # where() rather than a product: absent frames may hold junk (even
+        # non-finite) boxes that must not reach the mean.
+        valid = gt_valid.bool()[None]
+        frame_cost = torch.where(valid, frame_cost, frame_cost.new_zeros(()))
+        return frame_cost.sum(-1) / valid.sum(-1)
+
+    @torch.no_grad()
+    def match(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
+              gt_bboxes: Tensor, gt_valid: Tensor) -> Tuple[Tensor, Tensor]:
+        """Assign one prediction sequence to every ground-truth sequence.
+
+        The arguments are those of :meth:`cost`.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``(pred_inds, gt_inds)``, LongTensors of
+            length m on the input device, sorted by ``pred_inds``.
+        """
+        cost = self.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                         gt_valid)
+        device = cls_scores.device
+        if cost.shape[1] == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return empty, empty.clone()
+        pred_inds, gt_inds = linear_sum_assignment(cost.float().cpu().numpy())
+        return (torch.as_tensor(pred_inds, dtype=torch.long, device=device),
+                torch.as_tensor(gt_inds, dtype=torch.long, device=device))

@@ -1,0 +1,1 @@
+from .ttsrn import *  # noqa: F401,F403

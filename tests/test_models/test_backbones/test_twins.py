@@ -1,0 +1,117 @@
+import pytest
+import torch
+
+from mmttsrn.models.backbones import TwinsSVT, convert_twins_state_dict
+
+TINY = dict(
+    embed_dims=(16, 32, 64, 128),
+    num_heads=(1, 2, 4, 8),
+    depths=(1, 1, 2, 1),
+    window_sizes=(3, 3, 3, 3))
+
+
+@pytest.mark.parametrize('size', [(64, 96), (40, 72), (50, 66)])
+def test_twins_output_strides_and_channels(size):
+    torch.manual_seed(0)
+    model = TwinsSVT(**TINY).eval()
+    h, w = size
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, h, w))
+    assert len(outs) == 4
+    for i, out in enumerate(outs):
+        stride = 4 * 2**i
+        assert out.shape == (2, TINY['embed_dims'][i], h // stride,
+                             w // stride)
+        assert torch.isfinite(out).all()
+
+
+def test_twins_out_indices_builds_only_needed_stages():
+    model = TwinsSVT(**TINY, out_indices=(1, 2))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64]
+    assert [o.shape[-1] for o in outs] == [8, 4]
+    assert len(model.blocks) == 3
+    assert not any(k.startswith('blocks.3') for k in model.state_dict())
+
+
+def test_twins_state_dict_uses_timm_names():
+    keys = set(TwinsSVT(**TINY).state_dict())
+    for key in ('patch_embeds.0.proj.weight', 'patch_embeds.3.norm.bias',
+                'blocks.2.0.attn.qkv.weight', 'blocks.2.1.attn.q.weight',
+                'blocks.2.1.attn.kv.weight', 'blocks.0.0.mlp.fc1.weight',
+                'pos_block.0.proj.0.weight'):
+        assert key in keys, key
+    assert not any(k.startswith(('norm.', 'head.')) for k in keys)
+
+
+def test_twins_frozen_stages():
+    model = TwinsSVT(**TINY, frozen_stages=1)
+    model.train()
+    for i in range(4):
+        frozen = i <= 1
+        for module in (model.patch_embeds[i], model.blocks[i],
+                       model.pos_block[i]):
+            assert all(p.requires_grad != frozen
+                       for p in module.parameters())
+            assert all(m.training != frozen for m in module.modules())
+    outs = model(torch.randn(1, 3, 64, 64))
+    sum(o.sum() for o in outs).backward()
+    assert model.patch_embeds[0].proj.weight.grad is None
+    assert model.patch_embeds[2].proj.weight.grad is not None
+
+
+def test_twins_bad_arguments():
+    with pytest.raises(ValueError, match='same length'):
+        TwinsSVT(embed_dims=(16, 32))
+    with pytest.raises(ValueError, match='out_indices'):
+        TwinsSVT(**TINY, out_indices=(4, ))
+
+
+def test_twins_loads_wrapped_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    source = TwinsSVT(**TINY)
+    state = {f'module.{k}': v for k, v in source.state_dict().items()}
+    state['module.head.weight'] = torch.randn(10, 128)
+    state['module.head.bias'] = torch.randn(10)
+    state['module.norm.weight'] = torch.randn(128)
+    path = tmp_path / 'twins.pth'
+    torch.save({'model': state}, path)
+
+    torch.manual_seed(2)
+    target = TwinsSVT(
+        **TINY, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    assert not torch.equal(target.patch_embeds[0].proj.weight,
+                           source.patch_embeds[0].proj.weight)
+    target.init_weights()
+    expected = source.state_dict()
+    loaded = target.state_dict()
+    assert expected.keys() == loaded.keys()
+    for key, value in expected.items():
+        assert torch.equal(loaded[key], value), key
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(source.eval()(x), target.eval()(x)):
+        assert torch.equal(a, b)
+
+
+def test_twins_missing_checkpoint_raises(tmp_path):
+    path = str(tmp_path / 'missing.pth')
+    model = TwinsSVT(
+        **TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        model.init_weights()
+
+
+def test_convert_twins_state_dict():
+    weight = torch.ones(1)
+    converted = convert_twins_state_dict({
+        'state_dict': {
+            'backbone.blocks.0.0.norm1.weight': weight,
+            'module.backbone.pos_block.0.proj.0.bias': weight,
+            'backbone.norm.weight': weight,
+            'backbone.head.weight': weight,
+        }
+    })
+    assert converted == {
+        'blocks.0.0.norm1.weight': weight,
+        'pos_block.0.proj.0.bias': weight
+    }

@@ -1,0 +1,139 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from mmdet.registry import MODELS
+from mmttsrn.models.layers import ClipTransformer, FusedMultiheadAttention
+
+D, HEADS = 16, 4
+
+
+def _inputs(batch=2, tokens=10, queries=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randn(batch, tokens, D, generator=gen)
+    pos = torch.randn(batch, tokens, D, generator=gen)
+    query_pos = torch.randn(batch, queries, D, generator=gen)
+    mask = torch.zeros(batch, tokens, dtype=torch.bool)
+    mask[1, 7:] = True
+    return src, mask, pos, query_pos
+
+
+def _transformer(**kwargs):
+    cfg = dict(
+        type='ClipTransformer',
+        embed_dims=D,
+        num_heads=HEADS,
+        num_encoder_layers=2,
+        num_decoder_layers=3,
+        feedforward_channels=32)
+    cfg.update(kwargs)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def test_fused_attention_matches_torch():
+    torch.manual_seed(0)
+    fused = FusedMultiheadAttention(D, HEADS, dropout=0.1).eval()
+    reference = nn.MultiheadAttention(
+        D, HEADS, dropout=0.1, batch_first=True).eval()
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.normal_()
+    missing, unexpected = reference.load_state_dict(
+        fused.state_dict(), strict=False)
+    assert not unexpected
+    assert set(missing) <= {'bias_k', 'bias_v'}
+    query = torch.randn(2, 5, D)
+    key = torch.randn(2, 7, D)
+    value = torch.randn(2, 7, D)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[0, 4:] = True
+    expected, _ = reference(
+        query, key, value, key_padding_mask=mask, need_weights=False)
+    out = fused(query, key, value, key_padding_mask=mask)
+    assert out.shape == (2, 5, D)
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(
+        fused(query, key, value),
+        reference(query, key, value, need_weights=False)[0],
+        atol=1e-5)
+
+
+def test_fused_attention_rejects_bad_heads():
+    with pytest.raises(ValueError, match='num_heads'):
+        FusedMultiheadAttention(10, 3)
+
+
+@pytest.mark.parametrize('return_intermediate,num_out', [(True, 3),
+                                                         (False, 1)])
+def test_transformer_shapes(return_intermediate, num_out):
+    model = _transformer(return_intermediate=return_intermediate).eval()
+    src, mask, pos, query_pos = _inputs()
+    hs, memory = model(src, mask, pos, query_pos)
+    assert hs.shape == (num_out, 2, 6, D)
+    assert memory.shape == (2, 10, D)
+    # decoder.norm is applied to every returned output.
+    assert torch.allclose(hs.mean(-1), torch.zeros(()), atol=1e-5)
+
+
+def test_transformer_gradients_reach_every_parameter():
+    model = _transformer().train()
+    src, mask, pos, query_pos = _inputs()
+    hs, memory = model(src, mask, pos, query_pos)
+    gen = torch.Generator().manual_seed(1)
+    # Random weights: a plain sum of LayerNorm outputs has no gradient.
+    loss = (hs * torch.randn(hs.shape, generator=gen)).sum() + (
+        memory * torch.randn(memory.shape, generator=gen)).sum()
+    loss.backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_padded_tokens_do_not_influence_outputs():
+    model = _transformer().eval()
+    src, mask, pos, query_pos = _inputs()
+    hs, memory = model(src, mask, pos, query_pos)
+    changed = src.clone()
+    changed[mask] = 100 * torch.randn(int(mask.sum()), D)
+    changed_pos = pos.clone()
+    changed_pos[mask] = torch.randn(int(mask.sum()), D)
+    hs2, memory2 = model(changed, mask, changed_pos, query_pos)
+    assert torch.allclose(hs, hs2, atol=1e-5)
+    assert torch.allclose(memory[~mask], memory2[~mask], atol=1e-5)
+    # Without the mask the same change does move the outputs.
+    hs3, _ = model(changed, None, changed_pos, query_pos)
+    assert not torch.allclose(hs, hs3, atol=1e-3)
+
+
+def test_state_dict_uses_detr_names():
+    keys = set(_transformer().state_dict())
+    expected = {
+        'encoder.layers.0.self_attn.in_proj_weight',
+        'encoder.layers.0.self_attn.in_proj_bias',
+        'encoder.layers.0.self_attn.out_proj.weight',
+        'encoder.layers.0.linear1.weight', 'encoder.layers.0.linear2.bias',
+        'encoder.layers.0.norm1.weight', 'encoder.layers.0.norm2.bias',
+        'decoder.layers.0.self_attn.in_proj_weight',
+        'decoder.layers.0.multihead_attn.in_proj_weight',
+        'decoder.layers.0.multihead_attn.out_proj.weight',
+        'decoder.layers.0.norm3.weight', 'decoder.layers.2.linear1.weight',
+        'decoder.norm.weight', 'decoder.norm.bias'
+    }
+    assert expected <= keys
+    layer_keys = {k for k in keys if k.startswith('encoder.layers.0.')}
+    assert len(layer_keys) == 12
+    assert not any(k.startswith('encoder.norm') for k in keys)
+
+
+def test_builds_activation_from_config():
+    model = _transformer(act_cfg=dict(type='ReLU'))
+    assert isinstance(model.encoder.layers[0].activation, nn.ReLU)
+    default = ClipTransformer(
+        embed_dims=D,
+        num_heads=HEADS,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        feedforward_channels=8)
+    assert isinstance(default.decoder.layers[0].activation, nn.GELU)

@@ -1,0 +1,145 @@
+import itertools
+
+import pytest
+import torch
+from mmdet.registry import TASK_UTILS
+
+from mmttsrn.models.task_modules import InstanceSequenceMatcher
+
+
+def _random_boxes(*shape):
+    """Valid normalised cxcywh boxes."""
+    centre = torch.rand(*shape, 2) * 0.6 + 0.2
+    size = torch.rand(*shape, 2) * 0.3 + 0.05
+    return torch.cat([centre, size], -1)
+
+
+def _problem(n, m, num_frames, num_classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    cls_scores = torch.randn(n, num_frames, num_classes + 1, generator=g)
+    bbox_preds = _random_boxes(n, num_frames)
+    gt_labels = torch.randint(0, num_classes, (m, ), generator=g)
+    gt_bboxes = _random_boxes(m, num_frames)
+    gt_valid = torch.rand(m, num_frames, generator=g) > 0.3
+    gt_valid[torch.arange(m), torch.randint(0, num_frames, (m, ))] = True
+    return cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid
+
+
+def _giou(a, b):
+    """GIoU of two cxcywh boxes, written out independently."""
+    ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2
+    ax2, ay2 = a[0] + a[2] / 2, a[1] + a[3] / 2
+    bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2
+    bx2, by2 = b[0] + b[2] / 2, b[1] + b[3] / 2
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    hull = (max(ax2, bx2) - min(ax1, bx1)) * (max(ay2, by2) - min(ay1, by1))
+    iou = inter / union
+    return iou - (hull - union) / hull
+
+
+def _naive_cost(cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid,
+                weights=(1.0, 5.0, 2.0)):
+    n, m = cls_scores.shape[0], gt_labels.shape[0]
+    prob = cls_scores.softmax(-1)
+    cost = torch.zeros(n, m, dtype=torch.float64)
+    for i in range(n):
+        for g in range(m):
+            terms = []
+            for t in gt_valid[g].nonzero().flatten().tolist():
+                p = prob[i, t, gt_labels[g]].item()
+                a, b = bbox_preds[i, t].tolist(), gt_bboxes[g, t].tolist()
+                l1 = sum(abs(x - y) for x, y in zip(a, b))
+                terms.append(-weights[0] * p + weights[1] * l1 -
+                             weights[2] * _giou(a, b))
+            cost[i, g] = sum(terms) / len(terms)
+    return cost
+
+
+@pytest.mark.parametrize('n, m, num_frames, seed', [
+    (5, 3, 4, 0), (5, 5, 2, 1), (4, 1, 3, 2), (3, 2, 1, 3), (5, 4, 5, 4),
+    (5, 2, 3, 5)
+])
+def test_matching_equals_brute_force(n, m, num_frames, seed):
+    problem = _problem(n, m, num_frames, seed=seed)
+    matcher = InstanceSequenceMatcher()
+    cost = matcher.cost(*problem)
+    naive = _naive_cost(*problem)
+    torch.testing.assert_close(cost.double(), naive, rtol=1e-4, atol=1e-5)
+
+    best = min(
+        itertools.permutations(range(n), m),
+        key=lambda perm: sum(naive[p, g].item() for g, p in enumerate(perm)))
+    pred_inds, gt_inds = matcher.match(*problem)
+    assert pred_inds.dtype == torch.long and gt_inds.dtype == torch.long
+    assert torch.all(pred_inds[1:] > pred_inds[:-1])
+    assert dict(zip(gt_inds.tolist(), pred_inds.tolist())) == dict(
+        enumerate(best))
+
+
+def test_absent_frames_do_not_change_matching():
+    cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid = _problem(
+        5, 3, 4, seed=7)
+    gt_valid[:, 0] = True
+    gt_valid[:, 2] = False  # frame 2: no gt instance is present
+    matcher = InstanceSequenceMatcher()
+    cost = matcher.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                        gt_valid)
+    inds = matcher.match(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                         gt_valid)
+
+    cls_scores[:, 2] = torch.randn_like(cls_scores[:, 2]) * 100
+    bbox_preds[:, 2] = torch.rand_like(bbox_preds[:, 2])
+    # Absent gt frames usually hold placeholders, even degenerate ones.
+    gt_bboxes[~gt_valid] = float('nan')
+    new_cost = matcher.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                            gt_valid)
+    new_inds = matcher.match(cls_scores, bbox_preds, gt_labels, gt_bboxes,
+                             gt_valid)
+    torch.testing.assert_close(new_cost, cost)
+    for old, new in zip(inds, new_inds):
+        assert torch.equal(old, new)
+
+
+def test_no_gt_returns_empty():
+    problem = _problem(4, 0, 3)
+    pred_inds, gt_inds = InstanceSequenceMatcher().match(*problem)
+    assert pred_inds.shape == gt_inds.shape == (0, )
+    assert pred_inds.dtype == gt_inds.dtype == torch.long
+    assert InstanceSequenceMatcher().cost(*problem).shape == (4, 0)
+
+
+def test_cost_weights_read_from_args():
+    problem = _problem(4, 3, 3, seed=3)
+    parts = [
+        InstanceSequenceMatcher(*w).cost(*problem)
+        for w in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    ]
+    matcher = TASK_UTILS.build(
+        dict(type='InstanceSequenceMatcher', cls_weight=0.5, l1_weight=3.0,
+             giou_weight=7.0))
+    torch.testing.assert_close(
+        matcher.cost(*problem), 0.5 * parts[0] + 3.0 * parts[1] +
+        7.0 * parts[2])
+    torch.testing.assert_close(
+        parts[0].double(),
+        _naive_cost(*problem, weights=(1.0, 0.0, 0.0)))
+    # Class cost alone: the most probable prediction wins for one gt.
+    assert (parts[0] <= 0).all()
+
+
+def test_bad_inputs_raise():
+    matcher = InstanceSequenceMatcher()
+    with pytest.raises(ValueError, match='3 ground-truth instances'):
+        matcher.match(*_problem(2, 3, 2))
+    problem = list(_problem(4, 3, 2))
+    problem[4][1] = False
+    with pytest.raises(ValueError, match='instance 1 is absent'):
+        matcher.match(*problem)
+    problem = list(_problem(4, 3, 2))
+    problem[3] = problem[3][:, :1]
+    with pytest.raises(ValueError, match='gt_bboxes'):
+        matcher.match(*problem)

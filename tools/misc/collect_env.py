@@ -1,0 +1,5 @@
+"""Print the environment for bug reports (same as ``python -m mmttsrn.utils.collect_env``)."""
+from mmttsrn.utils.collect_env import main
+
+if __name__ == '__main__':
+    main()

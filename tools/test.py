@@ -1,0 +1,88 @@
+"""Test a TT-SRN model.
+
+On a split with annotations it prints AP, AP50, AP75, AR1 and AR10; with
+``--format-only`` (for the server's valid/test splits) it writes
+``<work_dir>/results.json`` and the zip the YouTube-VIS server takes.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import DictAction
+from mmengine.evaluator import DumpResults
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmttsrn.utils import load_tool_config
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a TT-SRN model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where metrics and results go')
+    parser.add_argument(
+        '--out', help='also dump the raw predictions to this .pkl file')
+    parser.add_argument(
+        '--format-only',
+        action='store_true',
+        help='do not evaluate; write results.json and its zip for the '
+        'evaluation server (into --work-dir unless '
+        'test_evaluator.outfile_prefix is set)')
+    parser.add_argument(
+        '--show-dir', help='draw the predictions of each frame into this dir')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. '
+        'test_evaluator.outfile_prefix=out/results')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint file {args.checkpoint} does not exist')
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                           args.work_dir)
+    cfg.load_from = args.checkpoint
+
+    if args.format_only:
+        cfg.test_evaluator.format_only = True
+        if not cfg.test_evaluator.get('outfile_prefix'):
+            cfg.test_evaluator.outfile_prefix = osp.join(
+                cfg.work_dir, 'results')
+    if args.show_dir:
+        hook = cfg.default_hooks.get('visualization')
+        if hook is None:
+            raise KeyError('--show-dir needs default_hooks.visualization '
+                           '(TrackVisualizationHook) in the config')
+        hook.update(draw=True, test_out_dir=args.show_dir)
+
+    runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg \
+        else Runner
+    runner = runner_cls.from_cfg(cfg)
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl file, got {args.out}')
+        runner.test_evaluator.metrics.append(
+            DumpResults(out_file_path=args.out))
+    runner.test()
+    prefix = cfg.test_evaluator.get('outfile_prefix')
+    if cfg.test_evaluator.get('format_only') and prefix:
+        print(f'results: {prefix}.json, submission: '
+              f'{prefix}.submission_file.zip')
+
+
+if __name__ == '__main__':
+    main()
