@@ -1,8 +1,10 @@
 """Test a TT-SRN model.
 
-On a split with annotations it prints AP, AP50, AP75, AR1 and AR10; with
-``--format-only`` (for the server's valid/test splits) it writes
-``<work_dir>/results.json`` and the zip the YouTube-VIS server takes.
+On a split with annotations it prints AP, AP50, AP75, AR1 and AR10. It
+always writes ``results.json`` and the zip the YouTube-VIS server takes, to
+``test_evaluator.outfile_prefix`` (default ``<work_dir>/results``); use
+``--format-only`` for the server's valid/test splits, which have no
+annotations.
 """
 import argparse
 import os
@@ -26,9 +28,8 @@ def parse_args():
     parser.add_argument(
         '--format-only',
         action='store_true',
-        help='do not evaluate; write results.json and its zip for the '
-        'evaluation server (into --work-dir unless '
-        'test_evaluator.outfile_prefix is set)')
+        help='do not evaluate (for splits without annotations); only write '
+        'results.json and its zip for the evaluation server')
     parser.add_argument(
         '--show-dir', help='draw the predictions of each frame into this dir')
     parser.add_argument(
@@ -59,9 +60,8 @@ def main():
 
     if args.format_only:
         cfg.test_evaluator.format_only = True
-        if not cfg.test_evaluator.get('outfile_prefix'):
-            cfg.test_evaluator.outfile_prefix = osp.join(
-                cfg.work_dir, 'results')
+    if not cfg.test_evaluator.get('outfile_prefix'):
+        cfg.test_evaluator.outfile_prefix = osp.join(cfg.work_dir, 'results')
     if args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
@@ -78,10 +78,9 @@ def main():
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
     runner.test()
-    prefix = cfg.test_evaluator.get('outfile_prefix')
-    if cfg.test_evaluator.get('format_only') and prefix:
-        print(f'results: {prefix}.json, submission: '
-              f'{prefix}.submission_file.zip')
+    prefix = cfg.test_evaluator.outfile_prefix
+    print(f'results: {prefix}.json, submission: '
+          f'{prefix}.submission_file.zip')
 
 
 if __name__ == '__main__':

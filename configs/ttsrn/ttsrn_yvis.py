@@ -1,9 +1,9 @@
 # TT-SRN, the paper's full model on YouTube-VIS 2019: Twins-SVT, T=36 frames of
-# 300x540, 10 instances per frame (360 queries), 18 epochs.
+# 300x540 (the longest annotated video, so a video is one clip), 10 instances
+# per frame (360 queries), 18 epochs.
 _base_ = [
     '../_base_/models/ttsrn_twins.py',
     '../_base_/datasets/youtube_vis_2019.py',
     '../_base_/schedules/schedule_18e.py', '../_base_/default_runtime.py'
 ]
-num_frames = 36
-img_scale = (540, 300)  # (w, h)
+model = dict(track_head=dict(num_frames={{_base_.num_frames}}))

@@ -53,8 +53,9 @@ def _convex_polygon_mask(vertices: np.ndarray, xx: np.ndarray,
     start = vertices
     edge = np.roll(vertices, -1, axis=0) - vertices
     # Inside = on the left of (or on) every edge: cross products >= 0.
-    cross = (edge[:, 0, None, None] * (yy[None] - start[:, 1, None, None]) -
-             edge[:, 1, None, None] * (xx[None] - start[:, 0, None, None]))
+    cross = (
+        edge[:, 0, None, None] * (yy[None] - start[:, 1, None, None]) -
+        edge[:, 1, None, None] * (xx[None] - start[:, 0, None, None]))
     return (cross >= 0).all(axis=0)
 
 
@@ -90,8 +91,7 @@ def _shape_mask(category_id: int, cx: float, cy: float, radius: float,
     if category_id == 3:
         corners = np.deg2rad([90, 210, 330])
         triangle = np.stack([np.cos(corners), np.sin(corners)], 1) * radius
-        return _convex_polygon_mask(
-            _rotated(triangle, angle, cx, cy), xx, yy)
+        return _convex_polygon_mask(_rotated(triangle, angle, cx, cy), xx, yy)
     if category_id == 4:
         arm = np.array([[-1, -0.3], [1, -0.3], [1, 0.3], [-1, 0.3]]) * radius
         bar = _convex_polygon_mask(_rotated(arm, angle, cx, cy), xx, yy)
@@ -151,10 +151,9 @@ def _instance_track(rng: np.random.Generator, length: int, height: int,
         rng.integers(-25, 26, size=3), 0, 255)
     t = np.arange(length)
     centre = (
-        rng.uniform([0, 0], [width, height]) +
+        rng.uniform(0.1, 0.9, size=2) * (width, height) +
         t[:, None] * rng.uniform(-0.08, 0.08, size=2) * size)
-    radius = rng.uniform(0.12, 0.25) * size * (
-        1 + rng.uniform(-0.04, 0.04))**t
+    radius = rng.uniform(0.12, 0.25) * size * (1 + rng.uniform(-0.04, 0.04))**t
     angle = rng.uniform(0, 2 * np.pi) + t * rng.uniform(-0.15, 0.15)
     first = int(rng.integers(0, max(length // 2, 1))) \
         if rng.random() < 0.3 else 0
@@ -232,8 +231,9 @@ def _make_split(out_dir: str, split: str, num_videos: int, seed: int,
     for index in range(num_videos):
         rng = np.random.default_rng([seed, _SPLITS.index(split), index])
         length = int(rng.integers(frames_range[0], frames_range[1] + 1))
-        height, width = (int(v) for v in rng.integers(
-            size_range[0], size_range[1] + 1, size=2))
+        height, width = (
+            int(v)
+            for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
         name = _video_name(split, index)
         for _ in range(100):
             frames, instances = _render_video(rng, length, height, width,
@@ -368,8 +368,9 @@ def make_synthetic_vis(out_dir: str,
             raise FileExistsError(
                 'refusing to overwrite existing synthetic data (pass '
                 f'overwrite=True / --overwrite to replace it): {existing[:3]}'
-                + (f' and {len(existing) - 3} more'
-                   if len(existing) > 3 else ''))
+                +
+                (f' and {len(existing) - 3} more' if len(existing) > 3 else '')
+            )
     os.makedirs(ann_dir, exist_ok=True)
     for split in _SPLITS:
         data = _make_split(out_dir, split, counts[split], seed, frames_range,

@@ -6,10 +6,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import mmengine.fileio as fileio
 import pycocotools.mask as mask_utils
-from mmengine.logging import print_log
-
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
+from mmengine.logging import print_log
 
 __all__ = ['YouTubeVISOfficialDataset']
 
@@ -136,8 +135,8 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
         if self.test_mode or not cfg.get('filter_empty_gt', False):
             return data_list
         kept = [
-            video for video in data_list if any(
-                frame['instances'] for frame in video['images'])
+            video for video in data_list
+            if any(frame['instances'] for frame in video['images'])
         ]
         print_log(
             f'{self.ann_file}: dropped {len(data_list) - len(kept)} of '
@@ -245,9 +244,7 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                         instances=[]))
                 img_id += 1
             video_infos[video_id] = dict(
-                video_id=video_id,
-                video_length=len(images),
-                images=images)
+                video_id=video_id, video_length=len(images), images=images)
         return video_infos
 
     def _parse_annotations(self, annotations: List[dict],
@@ -267,8 +264,7 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
             ann_ids.add(ann['id'])
             video = video_infos.get(ann['video_id'])
             if video is None:
-                raise ValueError(
-                    f"{what}: unknown video_id {ann['video_id']}")
+                raise ValueError(f"{what}: unknown video_id {ann['video_id']}")
             if ann['category_id'] not in known_cats:
                 raise ValueError(
                     f"{what}: unknown category_id {ann['category_id']} "
@@ -280,14 +276,13 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
             bboxes = ann.get('bboxes')
             if bboxes is None:
                 bboxes = [None] * length
-            for key, value in (('segmentations', segmentations),
-                               ('bboxes', bboxes)):
+            for key, value in (('segmentations', segmentations), ('bboxes',
+                                                                  bboxes)):
                 if not isinstance(value, list):
                     raise ValueError(f"{what}: '{key}' must be a list")
                 if len(value) != length:
-                    raise ValueError(
-                        f'{what}: {len(value)} {key} but video '
-                        f"{ann['video_id']} has {length} frames")
+                    raise ValueError(f'{what}: {len(value)} {key} but video '
+                                     f"{ann['video_id']} has {length} frames")
             for frame, segm, bbox in zip(video['images'], segmentations,
                                          bboxes):
                 if segm is None or segm == []:
@@ -311,8 +306,9 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                     f"{what}: RLE size {list(segm['size'])} differs from the "
                     f'video size [{height}, {width}] (height, width)')
         elif not isinstance(segm, list):
-            raise ValueError(f'{what}: segmentation must be an RLE dict, a '
-                             f'polygon list or null, got {type(segm).__name__}')
+            raise ValueError(
+                f'{what}: segmentation must be an RLE dict, a '
+                f'polygon list or null, got {type(segm).__name__}')
         if bbox is None:
             bbox = self._mask_to_bbox(segm, height, width)
         if len(bbox) != 4:

@@ -1,8 +1,5 @@
-from .checkpoint import (MMENGINE_CHECKPOINT_GLOBALS,
-                         allow_mmengine_checkpoints)
+# Importing mmttsrn (as configs do through custom_imports) registers the safe
+# checkpoint loader, so `load_from` and `--resume` work on torch >= 2.6.
+from .checkpoint import MMENGINE_CHECKPOINT_GLOBALS, load_local_checkpoint
 
-# Importing mmttsrn (as configs do through custom_imports) is enough to make
-# `load_from` and `--resume` work with torch's safe loader.
-allow_mmengine_checkpoints()
-
-__all__ = ['MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoints']
+__all__ = ['MMENGINE_CHECKPOINT_GLOBALS', 'load_local_checkpoint']

@@ -52,7 +52,7 @@ fi
 step "runtime and test requirements"
 pip_q -r requirements.txt
 # mmcv's own dependencies (it was installed with --no-deps).
-pip_q addict packaging Pillow pyyaml yapf opencv-python-headless
+pip_q addict packaging Pillow pyyaml yapf opencv-python
 step "mmttsrn (editable)"
 pip_q --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import mmttsrn, mmcv.ops; print('[install] ok: mmttsrn', mmttsrn.__version__)"

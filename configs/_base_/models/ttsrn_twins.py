@@ -1,6 +1,5 @@
 # TT-SRN with the paper's Twins-SVT backbone (SPEC section "Architecture").
 num_classes = 40
-num_frames = 36  # T: frames per clip
 num_queries = 10  # n: instance slots per frame (T * n queries)
 embed_dims = 384  # d: d/3 = 128 channels per t, y, x positional axis
 
@@ -27,7 +26,7 @@ model = dict(
     track_head=dict(
         type='TTSRNHead',
         num_classes=num_classes,
-        num_frames=num_frames,
+        num_frames=36,  # T: frames per clip (the dataset's num_frames)
         num_queries=num_queries,
         in_channels=[64, 128, 256, 512],
         embed_dims=embed_dims,

@@ -4,7 +4,6 @@ import random
 from typing import Dict, List, Optional
 
 import numpy as np
-
 from mmdet.datasets.transforms import BaseFrameSample
 from mmdet.registry import TRANSFORMS
 
@@ -43,11 +42,12 @@ class ClipFrameSample(BaseFrameSample):
             frame. Defaults to ['video_id', 'video_length'].
     """
 
-    def __init__(self,
-                 num_frames: int,
-                 stride: int = 1,
-                 collect_video_keys: List[str] = ['video_id',
-                                                  'video_length']) -> None:
+    def __init__(
+            self,
+            num_frames: int,
+            stride: int = 1,
+            collect_video_keys: List[str] = ['video_id',
+                                             'video_length']) -> None:
         if not (isinstance(num_frames, int) and num_frames >= 1):
             raise ValueError(
                 f'num_frames must be an int >= 1, got {num_frames!r}')

@@ -5,7 +5,6 @@ import mmcv
 import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
-
 from mmdet.registry import TRANSFORMS
 
 __all__ = ['LoadVideoFrame']

@@ -45,8 +45,10 @@ def convert_twins_state_dict(state_dict: Mapping) -> Dict[str, Tensor]:
         dict[str, Tensor]: State dict keyed like :class:`TwinsSVT`.
     """
     while True:
-        wrapper = next((k for k in _WRAPPER_KEYS
-                        if isinstance(state_dict.get(k), Mapping)), None)
+        wrapper = next(
+            (k
+             for k in _WRAPPER_KEYS if isinstance(state_dict.get(k), Mapping)),
+            None)
         if wrapper is None:
             break
         state_dict = state_dict[wrapper]
@@ -140,28 +142,29 @@ class TwinsSVT(BaseModule):
         self.frozen_stages = frozen_stages
         self.num_stages = max(out_indices) + 1
         self.embed_dims = tuple(embed_dims[:self.num_stages])
-        n = self.num_stages
         # Only a nominal size for timm's divisibility asserts; the modules
         # themselves accept any input size.
-        nominal_size = patch_size * 2**(n - 1)
+        nominal_size = patch_size * 2**(total_stages - 1)
+        # All stages are built so the drop-path schedule matches the full
+        # model's; stages after the last output are then dropped.
         twins = Twins(
             img_size=nominal_size,
             patch_size=patch_size,
             num_classes=0,
             global_pool='',
-            embed_dims=tuple(embed_dims[:n]),
-            num_heads=tuple(num_heads[:n]),
-            mlp_ratios=tuple(mlp_ratios[:n]),
-            depths=tuple(depths[:n]),
-            sr_ratios=tuple(sr_ratios[:n]),
-            wss=tuple(window_sizes[:n]),
+            embed_dims=tuple(embed_dims),
+            num_heads=tuple(num_heads),
+            mlp_ratios=tuple(mlp_ratios),
+            depths=tuple(depths),
+            sr_ratios=tuple(sr_ratios),
+            wss=tuple(window_sizes),
             drop_path_rate=drop_path_rate)
         # Adopt timm's stage modules directly so parameter names are
         # exactly timm's (``patch_embeds.0.proj.weight`` ...).
-        self.patch_embeds = twins.patch_embeds
-        self.pos_drops = twins.pos_drops
-        self.blocks = twins.blocks
-        self.pos_block = twins.pos_block
+        self.patch_embeds = twins.patch_embeds[:self.num_stages]
+        self.pos_drops = twins.pos_drops[:self.num_stages]
+        self.blocks = twins.blocks[:self.num_stages]
+        self.pos_block = twins.pos_block[:self.num_stages]
         self._freeze_stages()
 
     def _stage_modules(self, i: int) -> Tuple[nn.Module, ...]:
@@ -169,7 +172,7 @@ class TwinsSVT(BaseModule):
                 self.pos_block[i])
 
     def _freeze_stages(self) -> None:
-        for i in range(self.frozen_stages + 1):
+        for i in range(min(self.frozen_stages + 1, self.num_stages)):
             for module in self._stage_modules(i):
                 module.eval()
                 for param in module.parameters():
@@ -228,11 +231,13 @@ class TwinsSVT(BaseModule):
         except RuntimeError as err:
             raise RuntimeError(
                 f'TwinsSVT cannot load {checkpoint}: {err}') from err
-        print_log(f'TwinsSVT loaded pretrained weights from {checkpoint}',
-                  logger='current')
+        print_log(
+            f'TwinsSVT loaded pretrained weights from {checkpoint}',
+            logger='current')
         if missing:
             print_log(
-                f'TwinsSVT missing keys: {missing}', logger='current',
+                f'TwinsSVT missing keys: {missing}',
+                logger='current',
                 level=logging.WARNING)
         if unexpected:
             print_log(
@@ -261,8 +266,8 @@ class TwinsSVT(BaseModule):
                 if j == 0:
                     # Twins' PEG: position convolution after the first block.
                     x = self.pos_block[i](x, size)
-            x = x.reshape(batch_size, *size, -1).permute(0, 3, 1,
-                                                         2).contiguous()
+            # (N, h*w, C) tokens -> (N, C, h, w) map, the next stage's input.
+            x = x.transpose(1, 2).reshape(batch_size, -1, *size).contiguous()
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)

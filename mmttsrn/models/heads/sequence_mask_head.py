@@ -78,9 +78,8 @@ class SequenceMaskHead(BaseModule):
             ]
         conv_channels = list(conv_channels)
         if len(conv_channels) != num_levels + 2:
-            raise ValueError(
-                f'conv_channels needs len(fpn_channels) + 2 = '
-                f'{num_levels + 2} entries, got {conv_channels}')
+            raise ValueError(f'conv_channels needs len(fpn_channels) + 2 = '
+                             f'{num_levels + 2} entries, got {conv_channels}')
         if conv3d_kernel % 2 == 0:
             raise ValueError(f'conv3d_kernel must be odd to keep the frame '
                              f'count, got {conv3d_kernel}')
@@ -171,8 +170,9 @@ class SequenceMaskHead(BaseModule):
         super().init_weights()
         cfgs = self.init_cfg if isinstance(self.init_cfg,
                                            list) else [self.init_cfg]
-        if not any(cfg is not None and cfg.get('type') == 'Pretrained'
-                   for cfg in cfgs):
+        if not any(
+                cfg is not None and cfg.get('type') == 'Pretrained'
+                for cfg in cfgs):
             self._zero_offsets()
 
     def attention_maps(self, query: Tensor, memory: Tensor,
@@ -193,15 +193,15 @@ class SequenceMaskHead(BaseModule):
         heads = self.num_heads
         q = self.query_proj(query).view(B, T, n, heads, d // heads)
         k = self.key_proj(memory.flatten(0, 1)).view(B, T, heads, d // heads,
-                                                      h, w)
+                                                     h, w)
         logits = torch.einsum('btnkc,btkchw->btnkhw', q * self.scale, k)
         logits = logits.masked_fill(memory_mask.bool()[:, :, None, None],
                                     float('-inf'))
         attn = logits.flatten(3).softmax(-1).view_as(logits)
         return self.attn_drop(attn)
 
-    def _check_inputs(self, query: Tensor, memory: Tensor,
-                      memory_mask: Tensor, fpn_feats: List[Tensor]) -> None:
+    def _check_inputs(self, query: Tensor, memory: Tensor, memory_mask: Tensor,
+                      fpn_feats: List[Tensor]) -> None:
         """Raise a ValueError naming the first inconsistent input."""
         if query.dim() != 4 or query.shape[-1] != self.embed_dims:
             raise ValueError(f'query must have shape (B, T, n, '

@@ -19,8 +19,8 @@ __all__ = ['SRNHead', 'MLPHead']
 def _has_pretrained_cfg(init_cfg: OptMultiConfig) -> bool:
     """Whether ``init_cfg`` loads a checkpoint into the module itself."""
     cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
-    return any(cfg is not None and cfg.get('type') == 'Pretrained'
-               for cfg in cfgs)
+    return any(
+        cfg is not None and cfg.get('type') == 'Pretrained' for cfg in cfgs)
 
 
 @MODELS.register_module()

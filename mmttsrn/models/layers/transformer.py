@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_activation_layer
 from mmdet.registry import MODELS
+from mmdet.utils import ConfigType
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -67,8 +68,7 @@ class FusedMultiheadAttention(nn.Module):
 
     def _split_heads(self, x: Tensor) -> Tensor:
         batch_size, length, _ = x.shape
-        return x.view(batch_size, length, self.num_heads,
-                      -1).transpose(1, 2)
+        return x.view(batch_size, length, self.num_heads, -1).transpose(1, 2)
 
     def forward(self,
                 query: Tensor,
@@ -115,16 +115,16 @@ class ClipTransformerEncoderLayer(nn.Module):
         embed_dims (int): Model width d.
         num_heads (int): Attention heads.
         feedforward_channels (int): Hidden width of the FFN.
-        dropout (float): Dropout rate. Defaults to 0.1.
         act_cfg (dict): FFN activation config. Defaults to GELU.
+        dropout (float): Dropout rate. Defaults to 0.1.
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
                  feedforward_channels: int,
-                 dropout: float = 0.1,
-                 act_cfg: dict = dict(type='GELU')) -> None:
+                 act_cfg: ConfigType = dict(type='GELU'),
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.self_attn = FusedMultiheadAttention(
             embed_dims, num_heads, dropout=dropout)
@@ -153,8 +153,7 @@ class ClipTransformerEncoderLayer(nn.Module):
             Tensor: Shape (B, S, d).
         """
         q = k = _with_pos(src, pos)
-        src2 = self.self_attn(
-            q, k, src, key_padding_mask=src_key_padding_mask)
+        src2 = self.self_attn(q, k, src, key_padding_mask=src_key_padding_mask)
         src = self.norm1(src + self.dropout1(src2))
         src2 = self.linear2(self.dropout(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout2(src2))
@@ -167,16 +166,16 @@ class ClipTransformerDecoderLayer(nn.Module):
         embed_dims (int): Model width d.
         num_heads (int): Attention heads.
         feedforward_channels (int): Hidden width of the FFN.
-        dropout (float): Dropout rate. Defaults to 0.1.
         act_cfg (dict): FFN activation config. Defaults to GELU.
+        dropout (float): Dropout rate. Defaults to 0.1.
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
                  feedforward_channels: int,
-                 dropout: float = 0.1,
-                 act_cfg: dict = dict(type='GELU')) -> None:
+                 act_cfg: ConfigType = dict(type='GELU'),
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.self_attn = FusedMultiheadAttention(
             embed_dims, num_heads, dropout=dropout)
@@ -329,20 +328,22 @@ class ClipTransformer(BaseModule):
                  num_decoder_layers: int = 6,
                  feedforward_channels: int = 2048,
                  dropout: float = 0.1,
-                 act_cfg: dict = dict(type='GELU'),
+                 act_cfg: ConfigType = dict(type='GELU'),
                  return_intermediate: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
         self.num_heads = num_heads
+        layer_cfg = dict(
+            embed_dims=embed_dims,
+            num_heads=num_heads,
+            feedforward_channels=feedforward_channels,
+            act_cfg=act_cfg,
+            dropout=dropout)
         self.encoder = ClipTransformerEncoder(
-            ClipTransformerEncoderLayer(embed_dims, num_heads,
-                                        feedforward_channels, dropout,
-                                        act_cfg), num_encoder_layers)
+            ClipTransformerEncoderLayer(**layer_cfg), num_encoder_layers)
         self.decoder = ClipTransformerDecoder(
-            ClipTransformerDecoderLayer(embed_dims, num_heads,
-                                        feedforward_channels, dropout,
-                                        act_cfg),
+            ClipTransformerDecoderLayer(**layer_cfg),
             num_decoder_layers,
             embed_dims,
             return_intermediate=return_intermediate)

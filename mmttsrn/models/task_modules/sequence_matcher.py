@@ -101,8 +101,9 @@ class InstanceSequenceMatcher:
             bbox_cxcywh_to_xyxy(gt),
             mode='giou',
             is_aligned=True)
-        frame_cost = (self.cls_weight * cls_cost + self.l1_weight * l1_cost -
-                      self.giou_weight * giou)
+        frame_cost = (
+            self.cls_weight * cls_cost + self.l1_weight * l1_cost -
+            self.giou_weight * giou)
         # where() rather than a product: absent frames may hold junk (even
         # non-finite) boxes that must not reach the mean.
         valid = gt_valid.bool()[None]

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from timm.models.twins import Twins
 
 from mmttsrn.models.backbones import TwinsSVT, convert_twins_state_dict
 
@@ -51,8 +52,7 @@ def test_twins_frozen_stages():
         frozen = i <= 1
         for module in (model.patch_embeds[i], model.blocks[i],
                        model.pos_block[i]):
-            assert all(p.requires_grad != frozen
-                       for p in module.parameters())
+            assert all(p.requires_grad != frozen for p in module.parameters())
             assert all(m.training != frozen for m in module.modules())
     outs = model(torch.randn(1, 3, 64, 64))
     sum(o.sum() for o in outs).backward()
@@ -95,8 +95,7 @@ def test_twins_loads_wrapped_checkpoint(tmp_path):
 
 def test_twins_missing_checkpoint_raises(tmp_path):
     path = str(tmp_path / 'missing.pth')
-    model = TwinsSVT(
-        **TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
+    model = TwinsSVT(**TINY, init_cfg=dict(type='Pretrained', checkpoint=path))
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         model.init_weights()
 
@@ -115,3 +114,24 @@ def test_convert_twins_state_dict():
         'blocks.0.0.norm1.weight': weight,
         'pos_block.0.proj.0.bias': weight
     }
+
+
+def test_twins_matches_timm_with_converted_weights():
+    torch.manual_seed(3)
+    reference = Twins(
+        img_size=32,
+        num_classes=5,
+        embed_dims=TINY['embed_dims'],
+        num_heads=TINY['num_heads'],
+        depths=TINY['depths'],
+        wss=TINY['window_sizes']).eval()
+    model = TwinsSVT(**TINY).eval()
+    # Strict: timm's keys minus classifier and final norm are exactly ours.
+    model.load_state_dict(convert_twins_state_dict(reference.state_dict()))
+    x = torch.randn(1, 3, 48, 64)
+    with torch.no_grad():
+        expected = reference.forward_intermediates(x, intermediates_only=True)
+        outs = model(x)
+    assert len(outs) == len(expected) == 4
+    for out, ref in zip(outs, expected):
+        assert torch.allclose(out, ref, atol=1e-5)

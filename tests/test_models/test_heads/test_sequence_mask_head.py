@@ -52,8 +52,11 @@ def test_forward_shape(B, T):
 
 
 def test_custom_widths():
-    head = _head(conv_channels=(52, 24, 16, 8, 8), num_groups=4,
-                 conv3d_channels=(6, ), conv3d_groups=3)
+    head = _head(
+        conv_channels=(52, 24, 16, 8, 8),
+        num_groups=4,
+        conv3d_channels=(6, ),
+        conv3d_groups=3)
     out = head(*_inputs(1, 2, 2))
     assert out.shape == (1, 2, 2, *FPN_HW[-1])
 
@@ -97,8 +100,7 @@ def test_padded_memory_gets_zero_attention():
     assert torch.all(attn[padded] == 0)
     assert torch.all(attn[~padded] > 0)
     # VisTR normalises jointly over heads and positions.
-    torch.testing.assert_close(attn.flatten(3).sum(-1),
-                               torch.ones(2, 3, 2))
+    torch.testing.assert_close(attn.flatten(3).sum(-1), torch.ones(2, 3, 2))
 
 
 def test_deform_conv_is_plain_conv_at_init():
@@ -110,8 +112,10 @@ def test_deform_conv_is_plain_conv_at_init():
     x = torch.randn(3, head.conv_channels[-2], 7, 9)
     out = head.deform_conv(x, head.offset_conv(x))
     torch.testing.assert_close(
-        out, F.conv2d(x, head.deform_conv.weight, padding=1),
-        rtol=1e-4, atol=1e-5)
+        out,
+        F.conv2d(x, head.deform_conv.weight, padding=1),
+        rtol=1e-4,
+        atol=1e-5)
 
 
 def test_backward_reaches_every_parameter():

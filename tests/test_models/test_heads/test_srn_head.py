@@ -11,14 +11,30 @@ D = 16
 
 
 @pytest.mark.parametrize('cfg, out', [
-    (dict(type='SRNHead', in_channels=D, out_channels=6,
-          siren_channels=(32, ), hidden_channels=8), 6),
-    (dict(type='SRNHead', in_channels=D, out_channels=4,
-          siren_channels=(32, 16), hidden_channels=8), 4),
-    (dict(type='MLPHead', in_channels=D, hidden_channels=8,
-          out_channels=4, num_layers=3), 4),
-    (dict(type='MLPHead', in_channels=D, hidden_channels=8,
-          out_channels=5, num_layers=1), 5),
+    (dict(
+        type='SRNHead',
+        in_channels=D,
+        out_channels=6,
+        siren_channels=(32, ),
+        hidden_channels=8), 6),
+    (dict(
+        type='SRNHead',
+        in_channels=D,
+        out_channels=4,
+        siren_channels=(32, 16),
+        hidden_channels=8), 4),
+    (dict(
+        type='MLPHead',
+        in_channels=D,
+        hidden_channels=8,
+        out_channels=4,
+        num_layers=3), 4),
+    (dict(
+        type='MLPHead',
+        in_channels=D,
+        hidden_channels=8,
+        out_channels=5,
+        num_layers=1), 5),
 ])
 def test_head_shapes_and_gradients(cfg, out):
     head = MODELS.build(cfg)
@@ -33,11 +49,13 @@ def test_head_shapes_and_gradients(cfg, out):
 
 
 def test_srn_head_layout():
-    head = SRNHead(D, 4, siren_channels=(32, 16), hidden_channels=8,
-                   dropout=0.2)
+    head = SRNHead(
+        D, 4, siren_channels=(32, 16), hidden_channels=8, dropout=0.2)
     kinds = [type(m) for m in head.layers]
-    assert kinds == [SirenLayer, nn.Dropout, SirenLayer, nn.Dropout,
-                     nn.Linear, nn.GELU, nn.Linear]
+    assert kinds == [
+        SirenLayer, nn.Dropout, SirenLayer, nn.Dropout, nn.Linear, nn.GELU,
+        nn.Linear
+    ]
     assert head.layers[0].in_features == D
     assert head.layers[2].out_features == 16
     assert head.layers[4].out_features == 8
@@ -46,9 +64,13 @@ def test_srn_head_layout():
 
 def test_srn_head_keeps_siren_init_after_init_weights():
     # Its own init_cfg touches every layer; the sine layers must recover.
-    head = SRNHead(D, 4, siren_channels=(32, 16), hidden_channels=8,
-                   init_cfg=dict(type='Constant', val=5.0,
-                                 layer=['Linear', 'SirenLayer']))
+    head = SRNHead(
+        D,
+        4,
+        siren_channels=(32, 16),
+        hidden_channels=8,
+        init_cfg=dict(
+            type='Constant', val=5.0, layer=['Linear', 'SirenLayer']))
     head.init_weights()
     sirens = [m for m in head.modules() if isinstance(m, SirenLayer)]
     assert len(sirens) == 2
@@ -64,8 +86,8 @@ def test_srn_head_keeps_siren_init_under_parent_init_cfg():
     class Parent(BaseModule):
 
         def __init__(self):
-            super().__init__(init_cfg=dict(
-                type='Constant', val=3.0, layer='SirenLayer'))
+            super().__init__(
+                init_cfg=dict(type='Constant', val=3.0, layer='SirenLayer'))
             self.head = SRNHead(D, 6)
 
     parent = Parent()

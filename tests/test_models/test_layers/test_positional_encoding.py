@@ -13,8 +13,8 @@ def _reference(t, y, x, num_feats, temperature=10000):
         for i in range(num_feats):
             k = i // 2
             w_k = 1 / temperature**(2 * k / num_feats)
-            values.append(math.sin(w_k * p) if i % 2 == 0 else math.cos(w_k *
-                                                                        p))
+            trig = math.sin if i % 2 == 0 else math.cos
+            values.append(trig(w_k * p))
     return torch.tensor(values)
 
 

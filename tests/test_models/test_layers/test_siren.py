@@ -32,8 +32,8 @@ def test_siren_custom_c_and_no_bias():
 
 def test_siren_forward_shape_and_range():
     torch.manual_seed(0)
-    layer = MODELS.build(dict(type='SirenLayer', in_features=5,
-                              out_features=7, w0=30.0))
+    layer = MODELS.build(
+        dict(type='SirenLayer', in_features=5, out_features=7, w0=30.0))
     x = torch.randn(2, 3, 4, 5) * 10
     y = layer(x)
     assert y.shape == (2, 3, 4, 7)

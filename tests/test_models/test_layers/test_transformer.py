@@ -1,8 +1,8 @@
 import pytest
 import torch
 import torch.nn as nn
-
 from mmdet.registry import MODELS
+
 from mmttsrn.models.layers import ClipTransformer, FusedMultiheadAttention
 
 D, HEADS = 16, 4
@@ -79,6 +79,12 @@ def test_transformer_shapes(return_intermediate, num_out):
 
 def test_transformer_gradients_reach_every_parameter():
     model = _transformer().train()
+    with torch.no_grad():
+        # Non-zero biases, so no gradient vanishes only because of the
+        # zero-bias initialisation.
+        for name, param in model.named_parameters():
+            if name.endswith('bias'):
+                param.normal_()
     src, mask, pos, query_pos = _inputs()
     hs, memory = model(src, mask, pos, query_pos)
     gen = torch.Generator().manual_seed(1)
@@ -86,9 +92,15 @@ def test_transformer_gradients_reach_every_parameter():
     loss = (hs * torch.randn(hs.shape, generator=gen)).sum() + (
         memory * torch.randn(memory.shape, generator=gen)).sum()
     loss.backward()
+    # The first decoder self-attention sees an all-zero target (DETR): its
+    # values are the value bias alone, so its in-projection's gradient may
+    # vanish (it only comes through attention dropout).
+    may_vanish = 'decoder.layers.0.self_attn.in_proj_weight'
     for name, param in model.named_parameters():
         assert param.grad is not None, name
-        assert param.grad.abs().sum() > 0, name
+        assert torch.isfinite(param.grad).all(), name
+        if name != may_vanish:
+            assert param.grad.abs().sum() > 0, name
 
 
 def test_padded_tokens_do_not_influence_outputs():

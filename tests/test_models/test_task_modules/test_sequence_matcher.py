@@ -41,7 +41,11 @@ def _giou(a, b):
     return iou - (hull - union) / hull
 
 
-def _naive_cost(cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid,
+def _naive_cost(cls_scores,
+                bbox_preds,
+                gt_labels,
+                gt_bboxes,
+                gt_valid,
                 weights=(1.0, 5.0, 2.0)):
     n, m = cls_scores.shape[0], gt_labels.shape[0]
     prob = cls_scores.softmax(-1)
@@ -59,10 +63,10 @@ def _naive_cost(cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid,
     return cost
 
 
-@pytest.mark.parametrize('n, m, num_frames, seed', [
-    (5, 3, 4, 0), (5, 5, 2, 1), (4, 1, 3, 2), (3, 2, 1, 3), (5, 4, 5, 4),
-    (5, 2, 3, 5)
-])
+@pytest.mark.parametrize('n, m, num_frames, seed', [(5, 3, 4, 0), (5, 5, 2, 1),
+                                                    (4, 1, 3, 2), (3, 2, 1, 3),
+                                                    (5, 4, 5, 4),
+                                                    (5, 2, 3, 5)])
 def test_matching_equals_brute_force(n, m, num_frames, seed):
     problem = _problem(n, m, num_frames, seed=seed)
     matcher = InstanceSequenceMatcher()
@@ -76,8 +80,8 @@ def test_matching_equals_brute_force(n, m, num_frames, seed):
     pred_inds, gt_inds = matcher.match(*problem)
     assert pred_inds.dtype == torch.long and gt_inds.dtype == torch.long
     assert torch.all(pred_inds[1:] > pred_inds[:-1])
-    assert dict(zip(gt_inds.tolist(), pred_inds.tolist())) == dict(
-        enumerate(best))
+    assert dict(zip(gt_inds.tolist(),
+                    pred_inds.tolist())) == dict(enumerate(best))
 
 
 def test_absent_frames_do_not_change_matching():
@@ -86,8 +90,7 @@ def test_absent_frames_do_not_change_matching():
     gt_valid[:, 0] = True
     gt_valid[:, 2] = False  # frame 2: no gt instance is present
     matcher = InstanceSequenceMatcher()
-    cost = matcher.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
-                        gt_valid)
+    cost = matcher.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes, gt_valid)
     inds = matcher.match(cls_scores, bbox_preds, gt_labels, gt_bboxes,
                          gt_valid)
 
@@ -119,14 +122,16 @@ def test_cost_weights_read_from_args():
         for w in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     ]
     matcher = TASK_UTILS.build(
-        dict(type='InstanceSequenceMatcher', cls_weight=0.5, l1_weight=3.0,
-             giou_weight=7.0))
+        dict(
+            type='InstanceSequenceMatcher',
+            cls_weight=0.5,
+            l1_weight=3.0,
+            giou_weight=7.0))
     torch.testing.assert_close(
-        matcher.cost(*problem), 0.5 * parts[0] + 3.0 * parts[1] +
-        7.0 * parts[2])
-    torch.testing.assert_close(
-        parts[0].double(),
-        _naive_cost(*problem, weights=(1.0, 0.0, 0.0)))
+        matcher.cost(*problem),
+        0.5 * parts[0] + 3.0 * parts[1] + 7.0 * parts[2])
+    torch.testing.assert_close(parts[0].double(),
+                               _naive_cost(*problem, weights=(1.0, 0.0, 0.0)))
     # Class cost alone: the most probable prediction wins for one gt.
     assert (parts[0] <= 0).all()
 

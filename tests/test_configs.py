@@ -1,0 +1,52 @@
+"""Every config loads and every ``type=`` it names is registered."""
+from pathlib import Path
+
+import pytest
+from mmdet import registry as mmdet_registry
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.registry import Registry
+
+import mmttsrn  # noqa: F401
+
+CONFIG_DIR = Path(__file__).parents[1] / 'configs'
+CONFIGS = sorted(
+    p for p in CONFIG_DIR.rglob('*.py') if '_base_' not in p.parts)
+REGISTRIES = [
+    obj for obj in vars(mmdet_registry).values() if isinstance(obj, Registry)
+]
+
+register_all_modules(init_default_scope=True)
+
+
+def _types(node, path='cfg'):
+    """Yield (path, type name) for every dict with a string ``type``."""
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str):
+            yield path, node['type']
+        for key, value in node.items():
+            yield from _types(value, f'{path}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _types(value, f'{path}[{i}]')
+
+
+def _registered(name):
+    return any(reg.get(name) is not None for reg in REGISTRIES)
+
+
+def test_configs_exist():
+    assert CONFIGS, f'no configs under {CONFIG_DIR}'
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.stem)
+def test_config_types_are_registered(config):
+    cfg = Config.fromfile(str(config))
+    missing = [(path, name) for path, name in _types(cfg.to_dict())
+               if not _registered(name)]
+    assert not missing, f'{config.name}: unregistered types {missing}'
+
+
+def test_a_typo_is_caught():
+    assert _registered('TTSRN')
+    assert not _registered('TTSRNN')

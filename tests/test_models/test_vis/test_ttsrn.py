@@ -1,0 +1,208 @@
+"""The TTSRN model end to end on tiny widths (CPU)."""
+import numpy as np
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample, TrackDataSample
+from mmdet.structures.mask import BitmapMasks
+from mmengine.structures import InstanceData
+
+import mmttsrn  # noqa: F401
+
+
+def tiny_model_cfg(num_frames=3, num_classes=3, num_queries=2):
+    return dict(
+        type='TTSRN',
+        data_preprocessor=dict(
+            type='TrackDataPreprocessor',
+            mean=[0., 0., 0.],
+            std=[1., 1., 1.],
+            pad_mask=True,
+            pad_size_divisor=32),
+        backbone=dict(
+            type='TwinsSVT',
+            embed_dims=(8, 16, 32, 64),
+            depths=(1, 1, 1, 1),
+            num_heads=(1, 1, 2, 4)),
+        track_head=dict(
+            type='TTSRNHead',
+            num_classes=num_classes,
+            num_frames=num_frames,
+            num_queries=num_queries,
+            in_channels=[8, 16, 32, 64],
+            embed_dims=48,
+            transformer=dict(
+                type='ClipTransformer',
+                num_heads=4,
+                num_encoder_layers=2,
+                num_decoder_layers=2,
+                feedforward_channels=64),
+            mask_head=dict(
+                type='SequenceMaskHead',
+                num_heads=4,
+                num_groups=1,
+                conv3d_channels=(4, 4),
+                conv3d_groups=2),
+            loss_cls=dict(
+                type='CrossEntropyLoss',
+                use_sigmoid=False,
+                loss_weight=1.0,
+                class_weight=[1.0] * num_classes + [0.1])),
+        test_cfg=dict(
+            max_per_video=3,
+            linker=dict(type='WindowLinker', overlap=2)))
+
+
+def make_video(num_frames, h=64, w=96, num_classes=3, seed=0,
+               absent=((1, 1), )):
+    """A TrackDataSample with two instances moving across the frames.
+
+    ``absent`` lists (instance, frame) pairs where the instance is missing.
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(num_frames):
+        boxes, labels, ids, masks = [], [], [], []
+        for k in range(2):
+            if (k, t) in absent:
+                continue
+            x0, y0 = 4 + 20 * k + t, 6 + 10 * k
+            box = [x0, y0, x0 + 20, y0 + 16]
+            mask = np.zeros((h, w), np.uint8)
+            mask[y0:y0 + 16, x0:x0 + 20] = 1
+            boxes.append(box)
+            labels.append(k % num_classes)
+            ids.append(100 + k)
+            masks.append(mask)
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
+                pad_shape=(h, w), frame_id=t, img_id=t, video_id=seed))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
+            labels=torch.tensor(labels, dtype=torch.long),
+            instances_ids=torch.tensor(ids, dtype=torch.long),
+            masks=BitmapMasks(
+                np.stack(masks) if masks else np.zeros((0, h, w), np.uint8),
+                h, w))
+        frames.append(sample)
+    video = TrackDataSample()
+    video.video_data_samples = frames
+    return torch.rand(num_frames, 3, h, w,
+                      generator=torch.Generator().manual_seed(seed)), video
+
+
+@pytest.fixture(scope='module')
+def model3():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(num_frames=3))
+    model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+@pytest.mark.parametrize('num_frames', [1, 3, 5])
+def test_forward_shapes(batch, num_frames):
+    model = MODELS.build(tiny_model_cfg(num_frames=num_frames))
+    inputs = torch.rand(batch, num_frames, 3, 64, 96)
+    outs = model._forward(inputs)
+    assert outs['cls_scores'].shape == (2, batch, 2, num_frames, 4)
+    assert outs['bbox_preds'].shape == (2, batch, 2, num_frames, 4)
+    assert outs['mask_preds'].shape == (batch, 2, num_frames, 16, 24)
+    assert ((outs['bbox_preds'] >= 0) & (outs['bbox_preds'] <= 1)).all()
+
+
+def test_loss_backward_reaches_every_part(model3):
+    data = [make_video(3, seed=s) for s in range(2)]
+    inputs = torch.stack([d[0] for d in data])
+    model3.train()
+    losses = model3.loss(inputs, [d[1] for d in data])
+    for name in ('loss_cls', 'loss_bbox', 'loss_iou', 'loss_mask',
+                 'loss_dice', 'd0.loss_cls', 'd0.loss_bbox', 'd0.loss_iou'):
+        assert torch.isfinite(losses[name]), name
+    model3.zero_grad()
+    sum(losses.values()).backward()
+    for part in ('backbone', 'track_head.transformer',
+                 'track_head.query_embed', 'track_head.cls_head',
+                 'track_head.reg_head', 'track_head.mask_head',
+                 'track_head.input_proj'):
+        grads = [
+            p.grad.abs().sum() for n, p in model3.named_parameters()
+            if n.startswith(part) and p.grad is not None
+        ]
+        assert grads and sum(grads) > 0, part
+
+
+def test_targets_align_instances_and_mark_absent_frames(model3):
+    _, video = make_video(3, absent=((1, 1), ))
+    target, = model3.track_head.get_targets([video], torch.device('cpu'))
+    assert target['labels'].tolist() == [0, 1]
+    assert target['valid'].tolist() == [[True, True, True],
+                                         [True, False, True]]
+    assert not target['masks'][1, 1].any()
+    assert target['masks'][1, 0].sum() == 20 * 16
+    # (cx, cy, w, h) normalised by the frame size
+    torch.testing.assert_close(target['bboxes'][0, 0],
+                               torch.tensor([14 / 96, 14 / 64, 20 / 96,
+                                             16 / 64]))
+
+
+def test_perfect_prediction_has_lower_loss_than_shuffled(model3):
+    _, video = make_video(3)
+    head = model3.track_head
+    target, = head.get_targets([video], torch.device('cpu'))
+    K, n, T = head.num_classes, head.num_queries, 3
+    # slots 0..1 predict the two gt sequences exactly
+    logits = torch.full((1, 1, n, T, K + 1), -10.)
+    logits[0, 0, :, :, K] = 10.
+    for g in range(2):
+        frames = target['valid'][g]
+        logits[0, 0, g, frames, K] = -10.
+        logits[0, 0, g, frames, target['labels'][g]] = 10.
+    boxes = torch.full((1, 1, n, T, 4), 0.5)
+    boxes[0, 0, :2] = torch.where(target['valid'][..., None],
+                                  target['bboxes'], boxes[0, 0, :2])
+    masks = torch.full((1, n, T, 16, 24), -10.)
+    small = torch.nn.functional.interpolate(
+        target['masks'].float(), size=(16, 24))
+    masks[0, :2] = small * 20 - 10
+
+    def total(cls, box, mask):
+        losses = head.loss_by_feat(cls, box, mask, [target])
+        return sum(losses.values()).item()
+
+    perfect = total(logits, boxes, masks)
+    # shuffle frames and swap instance contents
+    shuffled = total(logits.flip(3), boxes.flip(3), masks.flip(2))
+    assert perfect < shuffled
+
+
+def test_predict_short_video_pads_and_returns_every_frame(model3):
+    inputs, video = make_video(2)
+    model3.eval()
+    with torch.no_grad():
+        result, = model3.predict(inputs[None], [video])
+    assert len(result) == 2
+    for frame in result.video_data_samples:
+        pred = frame.pred_track_instances
+        # one window of n=2 slots gives 2 tracks (max_per_video is 3)
+        assert pred.masks.shape == (2, 64, 96)
+        assert pred.masks.dtype == torch.bool
+        assert ((pred.scores >= 0) & (pred.scores <= 1)).all()
+        assert (pred.labels < 3).all()
+
+
+def test_long_video_runs_in_windows_with_stable_ids():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(num_frames=5))
+    model.init_weights()
+    model.eval()
+    inputs, video = make_video(12, absent=())
+    with torch.no_grad():
+        result, = model.predict(inputs[None], [video])
+    frames = result.video_data_samples
+    assert len(frames) == 12
+    ids = [frame.pred_track_instances.instances_id.tolist()
+           for frame in frames]
+    assert all(i == ids[0] for i in ids)
+    assert len(ids[0]) > 0
