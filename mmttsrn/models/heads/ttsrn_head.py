@@ -86,8 +86,16 @@ class TTSRNHead(BaseModule):
         self.test_cfg = test_cfg or {}
 
         self.input_proj = nn.Conv2d(in_channels[-1], embed_dims, 1)
-        self.positional_encoding = MODELS.build(
-            dict(num_feats=embed_dims // 3, **positional_encoding))
+        # d/3 channels per t, y, x axis unless the config splits d itself.
+        positional_encoding = dict(positional_encoding)
+        positional_encoding.setdefault('num_feats', embed_dims // 3)
+        self.positional_encoding = MODELS.build(positional_encoding)
+        if self.positional_encoding.embed_dims != embed_dims:
+            raise ValueError(
+                'the positional encoding gives '
+                f'{self.positional_encoding.embed_dims} channels but '
+                f'embed_dims is {embed_dims}; set positional_encoding.'
+                'num_feats so that the t, y, x parts sum to embed_dims')
         self.transformer = MODELS.build(
             dict(embed_dims=embed_dims, **transformer))
         self.query_embed = nn.Embedding(num_frames * num_queries, embed_dims)
@@ -100,9 +108,6 @@ class TTSRNHead(BaseModule):
         self.mask_head = MODELS.build(
             dict(embed_dims=embed_dims,
                  fpn_channels=tuple(in_channels[2::-1]), **mask_head))
-        if 3 * (embed_dims // 3) != embed_dims:
-            raise ValueError('embed_dims must be divisible by 3 (d/3 channels '
-                             f'per t, y, x axis), got {embed_dims}')
 
         self.matcher = TASK_UTILS.build(self.train_cfg.get(
             'matcher', dict(type='InstanceSequenceMatcher')))

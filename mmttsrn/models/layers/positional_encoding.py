@@ -58,6 +58,11 @@ class SpatioTemporalSineEncoding(BaseModule):
         self.scale = scale
         self.eps = eps
 
+    @property
+    def embed_dims(self) -> int:
+        """Channels of the encoding (summed over the three axes)."""
+        return 3 * self.num_feats
+
     def forward(self, mask: Tensor) -> Tensor:
         """Compute the encoding of a padded clip.
 

@@ -1,0 +1,53 @@
+# The quickstart: the paper's model, shrunk to learn the synthetic shapes
+# dataset on a 2-core CPU in a few minutes (`make quickstart`).
+_base_ = [
+    '../_base_/models/ttsrn_twins.py', '../_base_/datasets/synthetic_vis.py',
+    '../_base_/schedules/schedule_18e.py', '../_base_/default_runtime.py'
+]
+num_classes = 4
+embed_dims = 96
+
+model = dict(
+    backbone=dict(
+        embed_dims=(32, 64, 128, 256),
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 4, 8)),
+    track_head=dict(
+        num_classes=num_classes,
+        num_frames={{_base_.num_frames}},
+        num_queries=4,
+        in_channels=[32, 64, 128, 256],
+        embed_dims=embed_dims,
+        transformer=dict(
+            num_encoder_layers=3,
+            num_decoder_layers=3,
+            feedforward_channels=256,
+            dropout=0.0),
+        mask_head=dict(
+            conv_channels=(104, 48, 24, 16, 8),
+            num_groups=4,
+            conv3d_channels=(8, 8),
+            conv3d_groups=4),
+        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
+    test_cfg=dict(linker=dict(overlap=1)))
+
+# From scratch, so one learning rate for all and a short schedule.
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(
+    optimizer=dict(lr=5e-4),
+    paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
+param_scheduler = [
+    dict(
+        type='MultiStepLR',
+        begin=0,
+        end=max_epochs,
+        by_epoch=True,
+        milestones=[9],
+        gamma=0.1)
+]
+train_dataloader = dict(num_workers=1)
+val_dataloader = dict(num_workers=1)
+test_dataloader = dict(num_workers=1)
+default_hooks = dict(
+    logger=dict(interval=20), checkpoint=dict(interval=max_epochs))
