@@ -1,1 +1,1 @@
-
+from .inference import *  # noqa: F401,F403

@@ -3,6 +3,7 @@ import os.path as osp
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
 
 
@@ -13,8 +14,10 @@ def load_tool_config(config: str,
     """Load a config as the tools do.
 
     The work dir is, by priority: ``work_dir``, the config's own, then
-    ``./work_dirs/<config name>``. A distributed launch on a machine without
-    CUDA switches the backend to gloo, so torchrun works on CPU too.
+    ``./work_dirs/<config name>``. A torchrun launch on a machine without
+    CUDA starts the process group with gloo here, since mmengine's
+    ``init_dist`` and DDP wrapper always bind a CUDA device; torchrun then
+    works on CPU too.
     """
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file {config} does not exist')
@@ -27,7 +30,16 @@ def load_tool_config(config: str,
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(config))[0])
-    if launcher != 'none' and not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-        cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if launcher == 'pytorch' and not torch.cuda.is_available() and \
+            not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+        # mmengine's default DDP wrapper pins the module to a CUDA device.
+        cfg.setdefault(
+            'model_wrapper_cfg',
+            dict(
+                type='MMDistributedDataParallel',
+                device_ids=None,
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters',
+                                               False)))
     return cfg

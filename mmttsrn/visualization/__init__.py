@@ -1,0 +1,1 @@
+from .track_visualizer import *  # noqa: F401,F403
