@@ -66,8 +66,9 @@ def read_video(path: str) -> Tuple[List[np.ndarray], List[str], float]:
         (None for a folder).
     """
     if osp.isdir(path):
-        names = sorted(f for f in os.listdir(path)
-                       if f.lower().endswith(FRAME_EXTENSIONS))
+        names = sorted(
+            f for f in os.listdir(path)
+            if f.lower().endswith(FRAME_EXTENSIONS))
         if not names:
             raise FileNotFoundError(
                 f'no {"/".join(FRAME_EXTENSIONS)} frames in folder {path}')

@@ -166,6 +166,8 @@ def _read_frames(frames: Sequence[FrameType]) -> List[np.ndarray]:
     images = []
     for i, frame in enumerate(frames):
         if isinstance(frame, (str, Path)):
+            if not osp.isfile(frame):
+                raise FileNotFoundError(f'frame {i} not found: {frame}')
             img = mmcv.imread(str(frame))
             if img is None:
                 raise ValueError(f'cannot read frame {i}: {frame}')

@@ -57,9 +57,9 @@ class TrackInstanceVisualizer(TrackLocalVisualizer):
         if len(instances) == 0:
             return self.get_image()
         instances = instances.cpu().numpy()
-        ids = instances.get('instances_id',
-                            instances.get('instances_ids',
-                                          np.arange(len(instances))))
+        ids = instances.get(
+            'instances_id',
+            instances.get('instances_ids', np.arange(len(instances))))
         colors = [instance_color(i) for i in ids]
         classes = self.dataset_meta.get('classes')
         names = [
@@ -91,8 +91,15 @@ class TrackInstanceVisualizer(TrackLocalVisualizer):
             font_size = max(6, min(image.shape[:2]) // 20)
             for text, color, (x1, y1) in zip(texts, colors, bboxes[:, :2]):
                 self.draw_texts(
-                    text, np.array([x1, y1]) + self.line_width,
-                    colors='black', font_sizes=font_size,
-                    bboxes=[dict(facecolor=[c / 255 for c in color],
-                                 alpha=0.8, pad=0.5, edgecolor='none')])
+                    text,
+                    np.array([x1, y1]) + self.line_width,
+                    colors='black',
+                    font_sizes=font_size,
+                    bboxes=[
+                        dict(
+                            facecolor=[c / 255 for c in color],
+                            alpha=0.8,
+                            pad=0.5,
+                            edgecolor='none')
+                    ])
         return self.get_image()

@@ -4,6 +4,11 @@ Per frame, every instance query attends to its frame's encoder memory; the
 attention maps and the memory go through an FPN-style conv stack ending in a
 deformable conv. Each instance's T frame features are then stacked into a
 volume and refined by 3-D convs into one mask logit per pixel per frame.
+
+The stack runs on T*n instance-frames, so two exact rewrites keep it cheap:
+the first conv's memory part is computed once per frame (a conv is linear in
+its input channels) and, on CPU, the deformable conv is evaluated with
+``grid_sample`` (see :func:`deform_conv2d_by_sampling`).
 """
 from typing import List, Optional, Sequence
 
@@ -16,7 +21,74 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-__all__ = ['SequenceMaskHead']
+__all__ = ['SequenceMaskHead', 'deform_conv2d_by_sampling']
+
+
+def deform_conv2d_by_sampling(x: Tensor,
+                              offset: Tensor,
+                              weight: Tensor,
+                              bias: Optional[Tensor] = None,
+                              padding: int = 1,
+                              dilation: int = 1) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
+    modulation mask) written with ``F.grid_sample``.
+
+    The kernel is applied before sampling: bilinear sampling is linear and the
+    same for every channel, so sampling ``W_k @ x`` at kernel tap k's shifted
+    positions and summing over k gives the deformable conv, while sampling
+    ``C_out`` instead of ``C_in`` channels. Zero padding outside the image and
+    the bilinear weights are torchvision's. torchvision's CPU kernel runs its
+    bilinear im2col in one thread; ``grid_sample`` and the matmuls use all
+    cores.
+
+    Args:
+        x (Tensor): Input (N, C_in, H, W).
+        offset (Tensor): (N, 2*kh*kw, H, W), (dy, dx) per kernel tap in
+            row-major tap order, as torchvision.
+        weight (Tensor): (C_out, C_in, kh, kw).
+        bias (Tensor, optional): (C_out,).
+        padding (int): Zero padding of both sides. Defaults to 1.
+        dilation (int): Kernel dilation. Defaults to 1.
+
+    Returns:
+        Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
+    """
+    N, C, H, W = x.shape
+    out_channels, _, kh, kw = weight.shape
+    out_h = H + 2 * padding - dilation * (kh - 1)
+    out_w = W + 2 * padding - dilation * (kw - 1)
+    if offset.shape != (N, 2 * kh * kw, out_h, out_w):
+        raise ValueError(f'offset must have shape ({N}, {2 * kh * kw}, '
+                         f'{out_h}, {out_w}), got {tuple(offset.shape)}')
+    # Sample positions in float32 (also under autocast): (N, k, 2, h, w).
+    offset = offset.float().view(N, kh * kw, 2, out_h, out_w)
+    taps = torch.arange(kh * kw, device=x.device)
+    tap_y = (taps // kw * dilation - padding).float()[:, None, None]
+    tap_x = (taps % kw * dilation - padding).float()[:, None, None]
+    ys = torch.arange(out_h, device=x.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(out_w, device=x.device, dtype=torch.float32)
+    # Pixel -> grid_sample coordinates (align_corners=False): (2p + 1)/S - 1.
+    grid_y = (2 * (ys + tap_y + offset[:, :, 0]) + 1) / H - 1
+    grid_x = (2 * (xs + tap_x + offset[:, :, 1]) + 1) / W - 1
+    grid = torch.stack([grid_x, grid_y], -1)  # (N, k, h, w, 2)
+    # (k, C_out, C_in) kernels, one matrix per tap.
+    kernels = weight.permute(2, 3, 0, 1).reshape(kh * kw, out_channels, C)
+    flat = x.flatten(2)
+    out = None
+    # A loop over the kh*kw taps (not over data) keeps one tap's samples in
+    # memory at a time.
+    for k in range(kh * kw):
+        projected = torch.matmul(kernels[k], flat).view(N, out_channels, H, W)
+        sampled = F.grid_sample(
+            projected.float(),
+            grid[:, k],
+            mode='bilinear',
+            padding_mode='zeros',
+            align_corners=False)
+        out = sampled if out is None else out.add_(sampled)
+    if bias is not None:
+        out = out + bias.float()[:, None, None]
+    return out.to(x.dtype)
 
 
 def _check_groups(channels: Sequence[int], groups: int, name: str) -> None:
@@ -224,12 +296,43 @@ class SequenceMaskHead(BaseModule):
                                  f'{c}, H, W) (B * T frames), got '
                                  f'{tuple(feat.shape)}')
 
+    def _stem_conv(self, memory: Tensor, attn: Tensor) -> Tensor:
+        """First stem conv of every instance's ``cat(memory, attn)``.
+
+        The conv is linear in its input channels, so its memory part runs
+        once per frame and is broadcast to the frame's instances; only the
+        ``heads`` attention channels run per instance. This equals the conv
+        of the concatenation of (B*T*n, d + heads, h, w) without building it.
+
+        Args:
+            memory (Tensor): (B, T, d, h, w).
+            attn (Tensor): (B, T, n, heads, h, w).
+
+        Returns:
+            Tensor: Normed and activated (B*T*n, C0, h, w).
+        """
+        block = self.stem[0]
+        conv = block.conv
+        w_mem, w_attn = conv.weight.split(
+            [self.embed_dims, self.num_heads], dim=1)
+        x = F.conv2d(
+            memory.flatten(0, 1), w_mem, conv.bias, conv.stride,
+            conv.padding, conv.dilation)
+        x_attn = F.conv2d(
+            attn.flatten(0, 2), w_attn, None, conv.stride, conv.padding,
+            conv.dilation)
+        x = (x_attn.unflatten(0, attn.shape[:3]) +
+             x.unflatten(0, attn.shape[:2])[:, :, None]).flatten(0, 2)
+        return block.activate(block.norm(x))
+
     @staticmethod
     def _add_fpn(x: Tensor, feat: Tensor, num_inst: int) -> Tensor:
         """Upsample x (B*T*n, C, h, w) to feat (B*T, C, H, W) and add feat
         to each of the frame's n instances (broadcast, no copies of feat)."""
         x = F.interpolate(x, size=feat.shape[-2:], mode='nearest')
-        return (x.unflatten(0, (-1, num_inst)) + feat[:, None]).flatten(0, 1)
+        # In place: nearest upsampling keeps no output for its backward.
+        return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(
+            0, 1)
 
     def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor,
                 fpn_feats: List[Tensor]) -> Tensor:
@@ -249,18 +352,20 @@ class SequenceMaskHead(BaseModule):
         """
         self._check_inputs(query, memory, memory_mask, fpn_feats)
         B, T, n, d = query.shape
-        h, w = memory.shape[-2:]
         attn = self.attention_maps(query, memory, memory_mask)
-        # (B*T*n, d + heads, h, w): the frame's memory next to each of its
-        # instances' attention maps.
-        x = torch.cat([memory[:, :, None].expand(B, T, n, d, h, w), attn],
-                      dim=3).flatten(0, 2)
-        x = self.stem(x)
+        x = self.stem[1](self._stem_conv(memory, attn))
         for i, (feat, adapter) in enumerate(zip(fpn_feats, self.adapters)):
             x = self._add_fpn(x, adapter(feat), n)
             if i < len(self.fpn_convs):
                 x = self.fpn_convs[i](x)
-        x = self.deform_conv(x, self.offset_conv(x))
+        offset = self.offset_conv(x)
+        if x.device.type == 'cpu':
+            deform = self.deform_conv
+            x = deform_conv2d_by_sampling(x, offset, deform.weight,
+                                          deform.bias, deform.padding[0],
+                                          deform.dilation[0])
+        else:
+            x = self.deform_conv(x, offset)
         x = self.act(self.deform_norm(x))
         # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
         C, H, W = x.shape[1:]

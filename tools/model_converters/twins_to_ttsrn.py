@@ -1,0 +1,86 @@
+"""Convert a Twins-SVT ImageNet checkpoint into TT-SRN backbone weights.
+
+Takes timm's and the official (Meituan-AutoML) Twins checkpoints, bare or
+wrapped (``{'model': ...}``, ``{'state_dict': ...}``, ``module.``
+prefixes); see :func:`mmttsrn.models.backbones.twins.convert_twins_state_dict`.
+The classifier (``head.*``) and the final ``norm.*`` are dropped and every
+other key gets the ``backbone.`` prefix. Example::
+
+    python tools/model_converters/twins_to_ttsrn.py \
+        checkpoints/twins_svt_small.pth checkpoints/twins_svt_small_ttsrn.pth
+
+The output ``{'state_dict': ..., 'meta': ...}`` holds plain tensors and works
+both as a model's ``load_from`` and as the backbone's
+``init_cfg=dict(type='Pretrained', checkpoint=...)`` (which strips the
+``backbone.`` prefix again).
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import pickle
+from collections.abc import Mapping
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.logging import print_log
+from torch import Tensor
+
+from mmttsrn.models.backbones.twins import convert_twins_state_dict
+
+PREFIX = 'backbone.'
+
+
+def load_twins_checkpoint(path: str) -> Mapping:
+    """Read a Twins checkpoint file (any wrapping)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Twins checkpoint {path} does not exist')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        # Training checkpoints may also pickle e.g. argparse arguments.
+        print_log(
+            f'{path} holds more than tensors; loading it with '
+            'weights_only=False (only do this for trusted files)',
+            logger='current',
+            level=logging.WARNING)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f'{path} must hold a dict, got '
+                        f'{type(checkpoint).__name__}')
+    return checkpoint
+
+
+def convert_twins(checkpoint: Mapping) -> Dict[str, Tensor]:
+    """Twins checkpoint -> ``backbone.*`` keys of a TT-SRN model."""
+    state_dict = convert_twins_state_dict(checkpoint)
+    if not any(k.startswith('patch_embeds.') for k in state_dict):
+        raise KeyError('not a Twins checkpoint: no patch_embeds.* keys '
+                       f'(first keys: {sorted(state_dict)[:5]})')
+    return {PREFIX + k: v.clone() for k, v in state_dict.items()}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Convert a Twins-SVT checkpoint to TT-SRN backbone keys')
+    parser.add_argument('src', help='Twins checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    converted = convert_twins(load_twins_checkpoint(args.src))
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    meta = dict(converted_from='Twins-SVT', source=osp.basename(args.src))
+    torch.save(dict(state_dict=converted, meta=meta), args.dst)
+    num_stages = len({
+        k.split('.')[2]
+        for k in converted if k.startswith(PREFIX + 'patch_embeds.')
+    })
+    print(f'converted {len(converted)} tensors of {num_stages} stages to '
+          f'{PREFIX}*; saved {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
