@@ -3,7 +3,8 @@
 Importing the package registers its components into mmdet's registries, so a config
 reaches them with ``custom_imports=dict(imports=['mmttsrn'])``.
 """
-from . import datasets, engine, evaluation, models  # noqa: F401
+from . import (datasets, engine, evaluation, models,  # noqa: F401
+               visualization)
 from .version import __version__
 
 __all__ = ['__version__']

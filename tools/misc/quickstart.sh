@@ -11,7 +11,7 @@ start=$(date +%s)
 
 if [ ! -f "$DATA/annotations/train.json" ]; then
   echo "[quickstart] generating the synthetic dataset in $DATA"
-  $PY tools/dataset_converters/make_synthetic_vis.py --out "$DATA"
+  $PY tools/dataset_converters/make_synthetic_vis.py --out "$DATA" --num-train 120 --num-val 20
 else
   echo "[quickstart] using the synthetic dataset in $DATA"
 fi

@@ -60,28 +60,29 @@ def deform_conv2d_by_sampling(x: Tensor,
     if offset.shape != (N, 2 * kh * kw, out_h, out_w):
         raise ValueError(f'offset must have shape ({N}, {2 * kh * kw}, '
                          f'{out_h}, {out_w}), got {tuple(offset.shape)}')
-    # Sample positions in float32 (also under autocast): (N, k, 2, h, w).
-    offset = offset.float().view(N, kh * kw, 2, out_h, out_w)
-    taps = torch.arange(kh * kw, device=x.device)
-    tap_y = (taps // kw * dilation - padding).float()[:, None, None]
-    tap_x = (taps % kw * dilation - padding).float()[:, None, None]
+    # Sample positions in float32, also under autocast: (N, k, 2, h, w).
+    offset = offset.float().reshape(N, kh * kw, 2, out_h, out_w)
     ys = torch.arange(out_h, device=x.device, dtype=torch.float32)[:, None]
     xs = torch.arange(out_w, device=x.device, dtype=torch.float32)
-    # Pixel -> grid_sample coordinates (align_corners=False): (2p + 1)/S - 1.
-    grid_y = (2 * (ys + tap_y + offset[:, :, 0]) + 1) / H - 1
-    grid_x = (2 * (xs + tap_x + offset[:, :, 1]) + 1) / W - 1
-    grid = torch.stack([grid_x, grid_y], -1)  # (N, k, h, w, 2)
-    # (k, C_out, C_in) kernels, one matrix per tap.
-    kernels = weight.permute(2, 3, 0, 1).reshape(kh * kw, out_channels, C)
-    flat = x.flatten(2)
+    # Channels-last pixels (N*H*W, C_in) times one (C_in, C_out) matrix per
+    # tap: one large matmul per tap (free of copies for channels-last x).
+    kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
     out = None
     # A loop over the kh*kw taps (not over data) keeps one tap's samples in
     # memory at a time.
     for k in range(kh * kw):
-        projected = torch.matmul(kernels[k], flat).view(N, out_channels, H, W)
+        tap_y = k // kw * dilation - padding
+        tap_x = k % kw * dilation - padding
+        # Pixel -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
+        grid = torch.stack([
+            (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1,
+            (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
+        ], -1)
+        projected = (pixels @ kernels[k]).view(N, H, W, out_channels)
         sampled = F.grid_sample(
-            projected.float(),
-            grid[:, k],
+            projected.permute(0, 3, 1, 2).float(),
+            grid,
             mode='bilinear',
             padding_mode='zeros',
             align_corners=False)
@@ -327,10 +328,21 @@ class SequenceMaskHead(BaseModule):
 
     @staticmethod
     def _add_fpn(x: Tensor, feat: Tensor, num_inst: int) -> Tensor:
-        """Upsample x (B*T*n, C, h, w) to feat (B*T, C, H, W) and add feat
-        to each of the frame's n instances (broadcast, no copies of feat)."""
-        x = F.interpolate(x, size=feat.shape[-2:], mode='nearest')
-        # In place: nearest upsampling keeps no output for its backward.
+        """Upsample x (B*T*n, C, h, w) to feat (B*T, C, H, W) (nearest) and
+        add feat to each of the frame's n instances (broadcast, no copies of
+        feat)."""
+        N, C, h, w = x.shape
+        H, W = feat.shape[-2:]
+        if (H, W) == (2 * h, 2 * w):
+            # Nearest 2x upsampling repeats every pixel twice per axis;
+            # expanding does it in one copy (F.interpolate takes ~2x longer
+            # on CPU).
+            x = x[:, :, :, None, :, None].expand(N, C, h, 2, w,
+                                                  2).reshape(N, C, H, W)
+        else:
+            x = F.interpolate(x, size=(H, W), mode='nearest')
+        # In place: x is a fresh tensor and neither the upsampling nor the
+        # expand keeps it for the backward pass.
         return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(
             0, 1)
 
@@ -358,14 +370,17 @@ class SequenceMaskHead(BaseModule):
             x = self._add_fpn(x, adapter(feat), n)
             if i < len(self.fpn_convs):
                 x = self.fpn_convs[i](x)
-        offset = self.offset_conv(x)
         if x.device.type == 'cpu':
+            # Channels-last makes the 1x1 offset conv fast and gives the
+            # sampled deformable conv its pixel rows without a copy.
+            x = x.contiguous(memory_format=torch.channels_last)
+            offset = self.offset_conv(x)
             deform = self.deform_conv
             x = deform_conv2d_by_sampling(x, offset, deform.weight,
                                           deform.bias, deform.padding[0],
                                           deform.dilation[0])
         else:
-            x = self.deform_conv(x, offset)
+            x = self.deform_conv(x, self.offset_conv(x))
         x = self.act(self.deform_norm(x))
         # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
         C, H, W = x.shape[1:]

@@ -4,6 +4,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures import TrackSampleList
@@ -37,6 +38,13 @@ class TTSRNHead(BaseModule):
         cls_head (dict): Class head config (``out_channels`` is set to K+1).
         reg_head (dict): Box head config (``out_channels`` is set to 4).
         mask_head (dict): Sequence mask head config (widths are filled in).
+        query_content (bool): Give each query a learned content vector as
+            the decoder's initial target (Mask2Former-style) instead of
+            DETR's zeros. Off in the paper; it breaks the symmetry between
+            slots early, which a model trained from scratch needs.
+        input_proj_norm (dict, optional): Norm after the 1x1 input
+            projection (the paper has none). A GroupNorm keeps the scale of
+            a backbone trained from scratch next to the positional encoding.
         loss_cls, loss_bbox, loss_iou, loss_mask, loss_dice (dict): Losses.
         train_cfg (dict): ``matcher``: the instance sequence matcher config.
         test_cfg (dict): Unused by the head; the model reads it.
@@ -58,6 +66,8 @@ class TTSRNHead(BaseModule):
                      type='SRNHead', siren_channels=(128, 64),
                      hidden_channels=32),
                  mask_head: ConfigType = dict(type='SequenceMaskHead'),
+                 query_content: bool = False,
+                 input_proj_norm: OptConfigType = None,
                  loss_cls: ConfigType = dict(
                      type='CrossEntropyLoss', use_sigmoid=False,
                      loss_weight=1.0),
@@ -85,7 +95,9 @@ class TTSRNHead(BaseModule):
         self.train_cfg = train_cfg or {}
         self.test_cfg = test_cfg or {}
 
-        self.input_proj = nn.Conv2d(in_channels[-1], embed_dims, 1)
+        self.input_proj = ConvModule(
+            in_channels[-1], embed_dims, 1, norm_cfg=input_proj_norm,
+            act_cfg=None)
         # d/3 channels per t, y, x axis unless the config splits d itself.
         positional_encoding = dict(positional_encoding)
         positional_encoding.setdefault('num_feats', embed_dims // 3)
@@ -99,6 +111,8 @@ class TTSRNHead(BaseModule):
         self.transformer = MODELS.build(
             dict(embed_dims=embed_dims, **transformer))
         self.query_embed = nn.Embedding(num_frames * num_queries, embed_dims)
+        self.query_feat = nn.Embedding(num_frames * num_queries,
+                                       embed_dims) if query_content else None
         self.cls_head = MODELS.build(
             dict(in_channels=embed_dims, out_channels=num_classes + 1,
                  **cls_head))
@@ -153,8 +167,10 @@ class TTSRNHead(BaseModule):
         tokens = src.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, d)
         pos = pos.permute(0, 1, 3, 4, 2).reshape(B, T * h * w, d)
         query_pos = self.query_embed.weight[None].expand(B, -1, -1)
+        tgt = None if self.query_feat is None else \
+            self.query_feat.weight[None].expand(B, -1, -1)
         hs, memory = self.transformer(tokens, mask.view(B, -1), pos,
-                                      query_pos)
+                                      query_pos, tgt)
         num_layers = hs.shape[0]
         # (L, B, T*n, d) -> (L, B, n, T, d): instance j's sequence is slot j
         # in every frame.

@@ -355,8 +355,12 @@ class ClipTransformer(BaseModule):
                 nn.init.xavier_uniform_(param)
         super().init_weights()
 
-    def forward(self, src: Tensor, src_key_padding_mask: Optional[Tensor],
-                pos: Tensor, query_pos: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self,
+                src: Tensor,
+                src_key_padding_mask: Optional[Tensor],
+                pos: Tensor,
+                query_pos: Tensor,
+                tgt: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Encode the clip tokens and decode the queries.
 
         Args:
@@ -365,6 +369,8 @@ class ClipTransformer(BaseModule):
                 True = padded token.
             pos (Tensor): Token positional embeddings, shape (B, S, d).
             query_pos (Tensor): Query embeddings, shape (B, Q, d).
+            tgt (Tensor, optional): Initial query content, shape (B, Q, d);
+                zeros (DETR) when None.
 
         Returns:
             tuple[Tensor, Tensor]:
@@ -373,6 +379,7 @@ class ClipTransformer(BaseModule):
             - memory (Tensor): Encoder output, shape (B, S, d).
         """
         memory = self.encoder(src, src_key_padding_mask, pos)
-        tgt = torch.zeros_like(query_pos)
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
         hs = self.decoder(tgt, memory, src_key_padding_mask, pos, query_pos)
         return hs, memory

@@ -206,3 +206,19 @@ def test_long_video_runs_in_windows_with_stable_ids():
            for frame in frames]
     assert all(i == ids[0] for i in ids)
     assert len(ids[0]) > 0
+
+
+def test_query_content_and_input_norm_options():
+    cfg = tiny_model_cfg(num_frames=3)
+    cfg['track_head'].update(
+        query_content=True, input_proj_norm=dict(type='GN', num_groups=8))
+    model = MODELS.build(cfg)
+    inputs, video = make_video(3)
+    losses = model.loss(inputs[None], [video])
+    sum(losses.values()).backward()
+    head = model.track_head
+    assert head.query_feat.weight.grad.abs().sum() > 0
+    assert isinstance(head.input_proj.norm, torch.nn.GroupNorm)
+    # slots start with different content, so their outputs differ at init
+    outs = model._forward(inputs[None])
+    assert outs['bbox_preds'][-1, 0].std(0).mean() > 0
