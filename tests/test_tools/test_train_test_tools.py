@@ -25,6 +25,7 @@ model = dict(
     backbone=dict(embed_dims=(8, 16, 32, 64), num_heads=(1, 1, 2, 4)),
     track_head=dict(
         in_channels=[8, 16, 32, 64], embed_dims=48,
+        input_proj_norm=dict(type='GN', num_groups=8),
         transformer=dict(num_heads=4, num_encoder_layers=1,
                          num_decoder_layers=2, feedforward_channels=32),
         mask_head=dict(num_heads=4, conv_channels=(52, 24, 12, 8, 8),

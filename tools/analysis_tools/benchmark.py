@@ -15,9 +15,10 @@ run by run, and a last JSON line gives ``fps_ratio`` (model 1 / model 2).
 Example, TT-SRN against mmdet's Mask2Former-VIS R50 at the paper's size::
 
     python tools/analysis_tools/benchmark.py configs/ttsrn/ttsrn_yvis.py \\
-        --compare mmdet::mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py \\
+        --compare \\
+        mmdet::mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py \\
         --frames 36 --size 300 540 --device cpu --repeats 3
-"""  # noqa: E501
+"""
 import argparse
 import copy
 import gc
@@ -29,6 +30,7 @@ import platform
 import re
 import resource
 import statistics
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -50,7 +52,8 @@ DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
 # backbone and the transformer (TT-SRN's clip transformer; Mask2Former's
 # pixel decoder and transformer decoder).
 COMPILE_TARGETS = ('backbone', 'track_head.transformer',
-                   'track_head.pixel_decoder', 'track_head.transformer_decoder')
+                   'track_head.pixel_decoder',
+                   'track_head.transformer_decoder')
 # Used when a config has no ``optim_wrapper`` (``--train`` only).
 DEFAULT_OPTIM_WRAPPER = dict(
     type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
@@ -102,6 +105,13 @@ def parse_args(argv=None):
         default=3,
         help='instances per frame of the fake ground truth (--train)')
     parser.add_argument(
+        '--profile',
+        type=int,
+        default=0,
+        metavar='N',
+        help='after timing, profile one more run of each model with '
+        'torch.profiler and print its N most expensive ops to stderr')
+    parser.add_argument(
         '--seed', type=int, default=0, help='seed of weights and data')
     parser.add_argument(
         '--cfg-options',
@@ -142,8 +152,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 
 def _loads_weights(init_cfg) -> bool:
-    return isinstance(init_cfg, dict) and (
-        init_cfg.get('type') == 'Pretrained' or 'checkpoint' in init_cfg)
+    return isinstance(init_cfg, dict) and (init_cfg.get('type') == 'Pretrained'
+                                           or 'checkpoint' in init_cfg)
 
 
 def strip_pretrained(cfg) -> None:
@@ -180,7 +190,11 @@ def num_classes_of(model) -> int:
     return 1
 
 
-def make_samples(frames: int, size, pad_size, device, num_gts: int = 0,
+def make_samples(frames: int,
+                 size,
+                 pad_size,
+                 device,
+                 num_gts: int = 0,
                  num_classes: int = 1) -> List[TrackDataSample]:
     """One synthetic video's ``TrackDataSample`` as the data preprocessor
     leaves it (meta information of every frame; fake ground truth of
@@ -239,15 +253,17 @@ def make_clip(frames, size, pad_size, device, seed) -> torch.Tensor:
 
 
 class MemoryMeter:
-    """Peak memory of one run: ``torch.cuda.max_memory_allocated`` on GPU;
-    on CPU the peak resident set size over the run minus the one before it
-    (the kernel's peak RSS is reset through ``/proc/self/clear_refs``; where
-    that is not possible, the process's lifetime ``ru_maxrss``)."""
+    """Peak memory of one run above what was allocated before it (so, with
+    ``--compare``, not counting the other model): from
+    ``torch.cuda.max_memory_allocated`` on GPU; on CPU from the peak resident
+    set size (the kernel's peak is reset through ``/proc/self/clear_refs``;
+    where that is not possible, the process's lifetime ``ru_maxrss`` is
+    reported as is)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         if device.type == 'cuda':
-            self.kind = 'cuda_max_memory_allocated'
+            self.kind = 'cuda_max_memory_allocated_delta'
         elif self._reset_cpu_peak():
             self.kind = 'cpu_peak_rss_delta'
         else:
@@ -269,15 +285,17 @@ class MemoryMeter:
             return int(re.search(key + r':\s+(\d+)', f.read()).group(1)) / 1024
 
     def start(self) -> None:
-        if self.kind == 'cuda_max_memory_allocated':
+        if self.kind == 'cuda_max_memory_allocated_delta':
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device) / 2**20
         elif self.kind == 'cpu_peak_rss_delta':
             self._reset_cpu_peak()
             self._start = self._status_mb('VmRSS')
 
     def peak_mb(self) -> float:
-        if self.kind == 'cuda_max_memory_allocated':
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind == 'cuda_max_memory_allocated_delta':
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return peak - self._start
         if self.kind == 'cpu_peak_rss_delta':
             return self._status_mb('VmHWM') - self._start
         # ru_maxrss is in KiB on Linux.
@@ -325,12 +343,10 @@ def build_model(cfg: Config, args, device: torch.device) -> torch.nn.Module:
     return model.to(device).train(args.train)
 
 
-def make_bench(config: str, cfg_options, args,
-               device: torch.device) -> Bench:
+def make_bench(config: str, cfg_options, args, device: torch.device) -> Bench:
     cfg = load_config(config, cfg_options)
     model = build_model(cfg, args, device)
-    divisor = cfg.model.get('data_preprocessor', {}).get(
-        'pad_size_divisor', 1)
+    divisor = cfg.model.get('data_preprocessor', {}).get('pad_size_divisor', 1)
     size = tuple(args.size)
     pad_size = padded_size(size, divisor)
     inputs = make_clip(args.frames, size, pad_size, device, args.seed)
@@ -346,6 +362,7 @@ def make_bench(config: str, cfg_options, args,
     def autocast():
         return (torch.autocast(device.type, dtype=dtype)
                 if dtype else nullcontext())
+
     if args.train:
         optim_wrapper = build_optim_wrapper(
             model, cfg.get('optim_wrapper', DEFAULT_OPTIM_WRAPPER))
@@ -380,6 +397,22 @@ def run_once(bench: Bench, device: torch.device, meter: MemoryMeter,
         bench.seconds.append(elapsed)
 
 
+def profile_once(bench: Bench, device: torch.device, row_limit: int) -> str:
+    """Top ``row_limit`` ops (by self time) of one more run."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    sort_by = 'self_cpu_time_total'
+    if device.type == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        sort_by = 'self_cuda_time_total'
+    samples = bench.new_samples()
+    with torch.profiler.profile(
+            activities=activities, record_shapes=True) as prof:
+        bench.step(samples)
+        _synchronize(device)
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by=sort_by, row_limit=row_limit)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
@@ -393,8 +426,8 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def summary(bench: Bench, args, device: torch.device,
-            meter: MemoryMeter, load_avg) -> dict:
+def summary(bench: Bench, args, device: torch.device, meter: MemoryMeter,
+            load_avg) -> dict:
     fps = [args.frames / s for s in bench.seconds]
     q25, q75 = np.percentile(fps, [25, 75])
     return dict(
@@ -410,6 +443,9 @@ def summary(bench: Bench, args, device: torch.device,
         peak_memory_mb=bench.peak_mb,
         memory_kind=meter.kind,
         parameters=sum(p.numel() for p in bench.model.parameters()),
+        weights_mb=sum(t.numel() * t.element_size()
+                       for t in (*bench.model.parameters(),
+                                 *bench.model.buffers())) / 2**20,
         device=str(device),
         device_name=device_name(device),
         dtype=args.dtype,
@@ -447,6 +483,13 @@ def main(argv=None) -> List[dict]:
                 records[1]['frames_per_second']))
     for record in records:
         print(json.dumps(record), flush=True)
+    if args.profile:
+        for bench in benches:
+            print(
+                f'profile of {bench.name}:\n' +
+                profile_once(bench, device, args.profile),
+                file=sys.stderr,
+                flush=True)
     return records
 
 

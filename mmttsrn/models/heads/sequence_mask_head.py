@@ -75,10 +75,9 @@ def deform_conv2d_by_sampling(x: Tensor,
         tap_y = k // kw * dilation - padding
         tap_x = k % kw * dilation - padding
         # Pixel -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
-        grid = torch.stack([
-            (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1,
-            (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
-        ], -1)
+        grid_x = (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1
+        grid_y = (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
+        grid = torch.stack([grid_x, grid_y], -1)
         projected = (pixels @ kernels[k]).view(N, H, W, out_channels)
         sampled = F.grid_sample(
             projected.permute(0, 3, 1, 2).float(),
@@ -314,11 +313,11 @@ class SequenceMaskHead(BaseModule):
         """
         block = self.stem[0]
         conv = block.conv
-        w_mem, w_attn = conv.weight.split(
-            [self.embed_dims, self.num_heads], dim=1)
+        w_mem, w_attn = conv.weight.split([self.embed_dims, self.num_heads],
+                                          dim=1)
         x = F.conv2d(
-            memory.flatten(0, 1), w_mem, conv.bias, conv.stride,
-            conv.padding, conv.dilation)
+            memory.flatten(0, 1), w_mem, conv.bias, conv.stride, conv.padding,
+            conv.dilation)
         x_attn = F.conv2d(
             attn.flatten(0, 2), w_attn, None, conv.stride, conv.padding,
             conv.dilation)
@@ -337,14 +336,13 @@ class SequenceMaskHead(BaseModule):
             # Nearest 2x upsampling repeats every pixel twice per axis;
             # expanding does it in one copy (F.interpolate takes ~2x longer
             # on CPU).
-            x = x[:, :, :, None, :, None].expand(N, C, h, 2, w,
-                                                  2).reshape(N, C, H, W)
+            x = x[:, :, :, None, :, None].expand(N, C, h, 2, w, 2)
+            x = x.reshape(N, C, H, W)
         else:
             x = F.interpolate(x, size=(H, W), mode='nearest')
         # In place: x is a fresh tensor and neither the upsampling nor the
         # expand keeps it for the backward pass.
-        return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(
-            0, 1)
+        return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(0, 1)
 
     def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor,
                 fpn_feats: List[Tensor]) -> Tensor:

@@ -146,9 +146,11 @@ class TTSRN(BaseMOTModel):
         votes = F.one_hot(frame_labels, self.num_classes) * covered[..., None]
         labels = votes.sum(1).argmax(1)
 
-        keep = scores > self.test_cfg['score_thr']
-        order = scores[keep].argsort(descending=True)
-        keep = keep.nonzero()[:, 0][order[:self.test_cfg['max_per_video']]]
+        # The best max_per_video tracks above score_thr, best first (one
+        # host-device sync, for the number kept).
+        order = scores.argsort(descending=True, stable=True)
+        order = order[:self.test_cfg['max_per_video']]
+        keep = order[scores[order] > self.test_cfg['score_thr']]
 
         frame0 = sample.video_data_samples[0]
         img_h, img_w = frame0.img_shape[:2]
@@ -165,9 +167,9 @@ class TTSRN(BaseMOTModel):
                 align_corners=False)
         else:
             masks = masks.new_zeros(0, covered.shape[1], out_h, out_w)
-        masks = (masks > self.test_cfg['mask_thr']) & covered[keep][...,
-                                                                     None,
-                                                                     None]
+        # Frames a track does not cover get empty masks.
+        masks = (masks > self.test_cfg['mask_thr']) & \
+            covered[keep][..., None, None]
         bboxes = bbox_cxcywh_to_xyxy(tracks['bboxes'][keep]) * \
             masks.new_tensor([out_w, out_h, out_w, out_h], dtype=torch.float)
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
+from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.heads import SequenceMaskHead
+from mmttsrn.models.heads.sequence_mask_head import deform_conv2d_by_sampling
 
 D, HEADS, FPN = 48, 4, (16, 8, 4)
 # Stride 32, 16, 8, 4 sizes of an odd-sized frame.
@@ -147,3 +149,98 @@ def test_bad_config_and_inputs_raise():
              [fpn_feats[0], fpn_feats[1][:3], fpn_feats[2]])
     with pytest.raises(ValueError, match='memory_mask'):
         head(query, memory, memory_mask[:, :2], fpn_feats)
+
+
+def _unfused_forward(head, query, memory, memory_mask, fpn_feats):
+    """The head as a plain composition of its modules: the concatenated
+    (memory, attention) per instance, interpolate + add, torchvision's
+    deformable conv."""
+    B, T, n, d = query.shape
+    h, w = memory.shape[-2:]
+    attn = head.attention_maps(query, memory, memory_mask)
+    x = torch.cat([memory[:, :, None].expand(B, T, n, d, h, w), attn],
+                  dim=3).flatten(0, 2)
+    x = head.stem(x)
+    for i, (feat, adapter) in enumerate(zip(fpn_feats, head.adapters)):
+        feat = adapter(feat)
+        x = F.interpolate(x, size=feat.shape[-2:], mode='nearest')
+        x = (x.unflatten(0, (-1, n)) + feat[:, None]).flatten(0, 1)
+        if i < len(head.fpn_convs):
+            x = head.fpn_convs[i](x)
+    x = head.deform_conv(x, head.offset_conv(x))
+    x = head.act(head.deform_norm(x))
+    C, H, W = x.shape[1:]
+    x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
+    return head.conv3d(x).view(B, n, T, H, W)
+
+
+@pytest.mark.parametrize('mem_hw, fpn_hw', [
+    (MEM_HW, FPN_HW),
+    ((2, 3), [(4, 6), (8, 12), (16, 24)]),
+])
+def test_forward_equals_unfused_composition(mem_hw, fpn_hw):
+    """The per-frame stem conv, the 2x upsampling and the sampled
+    deformable conv are exact rewrites (odd sizes and exact 2x sizes)."""
+    head = _head()
+    head.init_weights()
+    with torch.no_grad():
+        # Trained offsets are not zero.
+        head.offset_conv.weight.normal_(std=0.3)
+        head.offset_conv.bias.normal_()
+    query = _inputs(2, 3, 2)[0]
+    memory = torch.randn(2, 3, D, *mem_hw)
+    memory_mask = torch.zeros(2, 3, *mem_hw, dtype=torch.bool)
+    memory_mask[1, :, :, -1] = True
+    fpn_feats = [torch.randn(6, c, *hw) for c, hw in zip(FPN, fpn_hw)]
+    inputs = (query, memory, memory_mask, fpn_feats)
+    out = head(*inputs)
+    expected = _unfused_forward(head, *inputs)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    target = (torch.rand_like(out) > 0.5).float()
+    grads = []
+    for fn in (head, lambda *a: _unfused_forward(head, *a)):
+        head.zero_grad()
+        F.binary_cross_entropy_with_logits(fn(*inputs), target).backward()
+        grads.append({k: p.grad.clone() for k, p in head.named_parameters()})
+    for name, grad in grads[0].items():
+        # Relative to the gradient's scale: the sums run in another order
+        # (offset gradients subtract neighbouring pixels, so they lose most).
+        scale = grads[1][name].abs().max()
+        assert (grad - grads[1][name]).abs().max() <= 1e-3 * scale, name
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_deform_conv_by_sampling_matches_torchvision(dilation, channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 7, 11)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # Offsets of several pixels reach past every border.
+    offset = 3 * torch.randn(3, 18, 7, 11)
+    weight = torch.randn(5, 6, 3, 3)
+    bias = torch.randn(5)
+    args = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+    refs = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+    out = deform_conv2d_by_sampling(*args, padding=dilation, dilation=dilation)
+    expected = deform_conv2d(
+        refs[0],
+        refs[1],
+        refs[2],
+        refs[3],
+        padding=dilation,
+        dilation=dilation)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    target = torch.randn_like(expected)
+    (out * target).sum().backward()
+    (expected * target).sum().backward()
+    for name, arg, ref in zip(('x', 'offset', 'weight', 'bias'), args, refs):
+        torch.testing.assert_close(
+            arg.grad, ref.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_deform_conv_by_sampling_checks_offset_shape():
+    x = torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match='offset must have shape'):
+        deform_conv2d_by_sampling(x, torch.zeros(2, 9, 5, 5),
+                                  torch.randn(3, 4, 3, 3))

@@ -59,7 +59,6 @@ def make_video(num_frames, h=64, w=96, num_classes=3, seed=0,
 
     ``absent`` lists (instance, frame) pairs where the instance is missing.
     """
-    rng = np.random.default_rng(seed)
     frames = []
     for t in range(num_frames):
         boxes, labels, ids, masks = [], [], [], []
@@ -222,3 +221,35 @@ def test_query_content_and_input_norm_options():
     # slots start with different content, so their outputs differ at init
     outs = model._forward(inputs[None])
     assert outs['bbox_preds'][-1, 0].std(0).mean() > 0
+
+
+def test_post_process_keeps_best_tracks_above_threshold(model3):
+    """max_per_video best-scoring tracks above score_thr, best first."""
+    _, video = make_video(2)
+    # Track k has probability p_k for class k % 3 in both frames.
+    probs = torch.tensor([0.3, 0.9, 0.1, 0.6, 0.8])
+    cls_probs = torch.zeros(5, 2, 3)
+    cls_probs[torch.arange(5), :, torch.arange(5) % 3] = probs[:, None]
+    tracks = dict(
+        cls_probs=cls_probs,
+        bboxes=torch.full((5, 2, 4), 0.5),
+        mask_probs=torch.ones(5, 2, 16, 24),
+        covered=torch.ones(5, 2, dtype=torch.bool))
+    saved = dict(model3.test_cfg)
+    try:
+        model3.test_cfg.update(score_thr=0.2, max_per_video=3)
+        instances = model3._post_process(tracks, video, rescale=True)
+        assert instances[0].instances_id.tolist() == [1, 4, 3]
+        torch.testing.assert_close(instances[0].scores,
+                                   torch.tensor([0.9, 0.8, 0.6]))
+        assert instances[0].labels.tolist() == [1, 1, 0]
+        # Fewer tracks than max_per_video above the threshold.
+        model3.test_cfg.update(score_thr=0.7)
+        instances = model3._post_process(tracks, video, rescale=True)
+        assert instances[1].instances_id.tolist() == [1, 4]
+        assert instances[1].masks.shape == (2, 64, 96)
+        torch.testing.assert_close(instances[1].bboxes[0],
+                                   torch.tensor([24., 16., 72., 48.]))
+    finally:
+        model3.test_cfg.clear()
+        model3.test_cfg.update(saved)
