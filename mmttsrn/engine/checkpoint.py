@@ -9,14 +9,20 @@ than turn the safe loader off, mmengine's local-file loader is replaced by one
 that keeps ``weights_only=True`` and allows exactly those types while it
 loads. Any other pickled object (or callable) in a file is still refused.
 """
+import logging
 import os.path as osp
+import pickle
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
-__all__ = ['MMENGINE_CHECKPOINT_GLOBALS', 'load_local_checkpoint']
+__all__ = [
+    'MMENGINE_CHECKPOINT_GLOBALS', 'load_local_checkpoint',
+    'load_pretrained_file'
+]
 
 
 def _numpy_globals() -> list:
@@ -47,3 +53,29 @@ def load_local_checkpoint(filename: str, map_location=None) -> dict:
     with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
         return torch.load(
             filename, map_location=map_location, weights_only=True)
+
+
+def load_pretrained_file(path: str, what: str) -> Mapping:
+    """Read a pretrained-weights file given by the user (``what`` names it).
+
+    Plain state dicts load with ``weights_only=True``. Checkpoints of other
+    projects' training code may also pickle Python objects (e.g. argparse
+    arguments); those are read with ``weights_only=False`` after a warning,
+    since the user chose the file.
+    """
+    path = osp.expanduser(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what} checkpoint {path} does not exist')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        print_log(
+            f'{path} holds more than tensors; loading it with '
+            'weights_only=False (only do this for trusted files)',
+            logger='current',
+            level=logging.WARNING)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(f'{what} checkpoint {path} must hold a dict, got '
+                        f'{type(checkpoint).__name__}')
+    return checkpoint

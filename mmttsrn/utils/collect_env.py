@@ -1,4 +1,7 @@
-"""Print the environment for bug reports: ``python -m mmttsrn.utils.collect_env``."""
+"""Print the environment for bug reports.
+
+Run ``python -m mmttsrn.utils.collect_env``.
+"""
 from mmengine.utils import get_git_hash
 from mmengine.utils.dl_utils import collect_env as collect_base_env
 

@@ -1,4 +1,7 @@
-"""Print the environment for bug reports (same as ``python -m mmttsrn.utils.collect_env``)."""
+"""Print the environment for bug reports.
+
+Same as ``python -m mmttsrn.utils.collect_env``.
+"""
 from mmttsrn.utils.collect_env import main
 
 if __name__ == '__main__':

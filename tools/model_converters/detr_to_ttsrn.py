@@ -38,14 +38,14 @@ import argparse
 import logging
 import os
 import os.path as osp
-import pickle
-from collections.abc import Mapping
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from torch import Tensor
+
+from mmttsrn.engine import load_pretrained_file
 
 # DETR key prefix -> our key prefix.
 RENAMES = {'transformer.': 'track_head.transformer.'}
@@ -64,21 +64,7 @@ SKIPPED = {
 
 def load_detr_state_dict(path: str) -> Dict[str, Tensor]:
     """Read a DETR checkpoint (``{'model': sd}``, or a bare state dict)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'DETR checkpoint {path} does not exist')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        # Training checkpoints also pickle DETR's argparse arguments.
-        print_log(
-            f'{path} holds more than tensors; loading it with '
-            'weights_only=False (only do this for trusted files)',
-            logger='current',
-            level=logging.WARNING)
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f'{path} must hold a dict, got '
-                        f'{type(checkpoint).__name__}')
+    checkpoint = load_pretrained_file(path, 'DETR')
     state_dict = checkpoint.get('model', checkpoint)
     if QUERY_KEY not in state_dict or not any(
             k.startswith('transformer.') for k in state_dict):

@@ -15,17 +15,15 @@ both as a model's ``load_from`` and as the backbone's
 ``backbone.`` prefix again).
 """
 import argparse
-import logging
 import os
 import os.path as osp
-import pickle
 from collections.abc import Mapping
 from typing import Dict, List, Optional
 
 import torch
-from mmengine.logging import print_log
 from torch import Tensor
 
+from mmttsrn.engine import load_pretrained_file
 from mmttsrn.models.backbones.twins import convert_twins_state_dict
 
 PREFIX = 'backbone.'
@@ -33,22 +31,7 @@ PREFIX = 'backbone.'
 
 def load_twins_checkpoint(path: str) -> Mapping:
     """Read a Twins checkpoint file (any wrapping)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Twins checkpoint {path} does not exist')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        # Training checkpoints may also pickle e.g. argparse arguments.
-        print_log(
-            f'{path} holds more than tensors; loading it with '
-            'weights_only=False (only do this for trusted files)',
-            logger='current',
-            level=logging.WARNING)
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(checkpoint, Mapping):
-        raise TypeError(f'{path} must hold a dict, got '
-                        f'{type(checkpoint).__name__}')
-    return checkpoint
+    return load_pretrained_file(path, 'Twins')
 
 
 def convert_twins(checkpoint: Mapping) -> Dict[str, Tensor]:

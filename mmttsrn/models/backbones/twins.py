@@ -1,17 +1,16 @@
 """Twins-SVT backbone built from timm's ``Twins`` implementation."""
 import logging
-import os.path as osp
-import pickle
 from collections.abc import Mapping
 from typing import Dict, Optional, Sequence, Tuple
 
-import torch
 import torch.nn as nn
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from timm.models.twins import Twins
 from torch import Tensor
+
+from mmttsrn.engine.checkpoint import load_pretrained_file
 
 __all__ = ['TwinsSVT', 'convert_twins_state_dict']
 
@@ -207,23 +206,7 @@ class TwinsSVT(BaseModule):
             checkpoint (str): Path of a ``.pth`` file holding a state dict in
                 timm or official Twins layout, possibly wrapped.
         """
-        if not osp.isfile(checkpoint):
-            raise FileNotFoundError(
-                f'TwinsSVT pretrained checkpoint not found: {checkpoint}')
-        try:
-            raw = torch.load(checkpoint, map_location='cpu', weights_only=True)
-        except pickle.UnpicklingError:
-            # Training checkpoints may also pickle e.g. argparse arguments.
-            print_log(
-                f'{checkpoint} holds more than tensors; loading it with '
-                'weights_only=False (only do this for trusted files)',
-                logger='current',
-                level=logging.WARNING)
-            raw = torch.load(
-                checkpoint, map_location='cpu', weights_only=False)
-        if not isinstance(raw, Mapping):
-            raise TypeError(f'TwinsSVT checkpoint {checkpoint} must hold a '
-                            f'dict, got {type(raw).__name__}')
+        raw = load_pretrained_file(checkpoint, 'TwinsSVT pretrained')
         state_dict = convert_twins_state_dict(raw)
         try:
             missing, unexpected = self.load_state_dict(

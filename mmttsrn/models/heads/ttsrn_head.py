@@ -1,4 +1,4 @@
-"""The TT-SRN head: clip transformer, SRN class/box heads, mask head, losses."""
+"""The TT-SRN head: clip transformer, SRN heads, mask head and losses."""
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -152,7 +152,8 @@ class TTSRNHead(BaseModule):
         B, T = pad_mask.shape[:2]
         n, d = self.num_queries, self.embed_dims
         if T != self.num_frames:
-            raise ValueError(f'The head is built for clips of {self.num_frames}'
+            raise ValueError('The head is built for clips of '
+                             f'{self.num_frames}'
                              f' frames, got {T}; the model pads or windows '
                              'videos to that length')
         src = self.input_proj(feats[-1])

@@ -137,7 +137,7 @@ def test_targets_align_instances_and_mark_absent_frames(model3):
     target, = model3.track_head.get_targets([video], torch.device('cpu'))
     assert target['labels'].tolist() == [0, 1]
     assert target['valid'].tolist() == [[True, True, True],
-                                         [True, False, True]]
+                                        [True, False, True]]
     assert not target['masks'][1, 1].any()
     assert target['masks'][1, 0].sum() == 20 * 16
     # (cx, cy, w, h) normalised by the frame size
