@@ -1,4 +1,5 @@
 """Config handling shared by tools/train.py and tools/test.py."""
+import atexit
 import os.path as osp
 from typing import Optional
 
@@ -33,6 +34,9 @@ def load_tool_config(config: str,
     if launcher == 'pytorch' and not torch.cuda.is_available() and \
             not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+        # Left to interpreter teardown, gloo's threads can abort the process
+        # after the work is done.
+        atexit.register(dist.destroy_process_group)
         # mmengine's default DDP wrapper pins the module to a CUDA device.
         cfg.setdefault(
             'model_wrapper_cfg',
