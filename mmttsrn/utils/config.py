@@ -8,6 +8,12 @@ import torch.distributed as dist
 from mmengine.config import Config
 
 
+def _close_process_group() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def load_tool_config(config: str,
                      launcher: str = 'none',
                      cfg_options: Optional[dict] = None,
@@ -34,9 +40,9 @@ def load_tool_config(config: str,
     if launcher == 'pytorch' and not torch.cuda.is_available() and \
             not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-        # Left to interpreter teardown, gloo's threads can abort the process
-        # after the work is done.
-        atexit.register(dist.destroy_process_group)
+        # Left to interpreter teardown (or torn down while another rank still
+        # talks), gloo's threads can abort a process after its work is done.
+        atexit.register(_close_process_group)
         # mmengine's default DDP wrapper pins the module to a CUDA device.
         cfg.setdefault(
             'model_wrapper_cfg',
