@@ -26,6 +26,31 @@ def _require(record: dict, key: str, what: str):
     return record[key]
 
 
+def load_json_object(path: str, backend_args: Optional[dict],
+                     what: str) -> dict:
+    """Read a JSON file that must hold an object, with errors naming it.
+
+    Args:
+        path (str): The file.
+        backend_args (dict, optional): mmengine file backend arguments.
+        what (str): What the object should be, for the error message.
+
+    Returns:
+        dict: The decoded object.
+    """
+    if not fileio.exists(path, backend_args=backend_args):
+        raise FileNotFoundError(f'annotation file not found: {path}')
+    text = fileio.get_text(path, backend_args=backend_args)
+    try:
+        ann = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"'{path}' is not valid JSON: {e}") from e
+    if not isinstance(ann, dict):
+        raise ValueError(
+            f"'{path}' must hold {what}, got a {type(ann).__name__}")
+    return ann
+
+
 @DATASETS.register_module()
 class YouTubeVISOfficialDataset(BaseVideoDataset):
     """YouTube-VIS (2019/2021 and same-format sets) from the official JSON.
@@ -39,7 +64,8 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                           "areas", "iscrowd"}],
          "categories": [{"id", "name"}]}
 
-    ``annotations`` may be absent (the server's valid/test splits). Each
+    ``annotations`` may be absent or null (the server's valid/test splits;
+    OVIS writes null). Each
     item of ``data_list`` is one video in the structure mmdet's video
     pipeline expects::
 
@@ -100,10 +126,13 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                 raise ValueError(f"{source}: '{key}' must be a list")
         self._set_classes(categories)
         video_infos = self._parse_videos(videos)
-        annotations = ann.get('annotations', [])
+        # OVIS's unannotated splits store "annotations": null.
+        annotations = ann.get('annotations')
+        self._has_annotations = annotations is not None
+        if annotations is None:
+            annotations = []
         if not isinstance(annotations, list):
             raise ValueError(f"{source}: 'annotations' must be a list")
-        self._has_annotations = 'annotations' in ann
         self._parse_annotations(annotations, video_infos, categories)
         data_list = list(video_infos.values())
         num_frames = sum(video['video_length'] for video in data_list)
@@ -159,20 +188,9 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
         """Read and decode the annotation file, with errors naming it."""
         if not self.ann_file:
             raise ValueError(f'{type(self).__name__} needs an ann_file')
-        if not fileio.exists(self.ann_file, backend_args=self.backend_args):
-            raise FileNotFoundError(
-                f'annotation file not found: {self.ann_file}')
-        text = fileio.get_text(self.ann_file, backend_args=self.backend_args)
-        try:
-            ann = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"'{self.ann_file}' is not valid JSON: {e}") from e
-        if not isinstance(ann, dict):
-            raise ValueError(
-                f"'{self.ann_file}' must hold a JSON object with 'videos' "
-                f"and 'categories', got a {type(ann).__name__}")
-        return ann
+        return load_json_object(self.ann_file, self.backend_args,
+                                "a JSON object with 'videos' and "
+                                "'categories'")
 
     def _set_classes(self, categories: List[dict]) -> None:
         """Fill ``classes``, ``cat_ids`` (and the version) in metainfo."""
