@@ -15,6 +15,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmttsrn.compat import init_cpu_process_group
 from mmttsrn.utils import load_tool_config
 
 
@@ -69,6 +70,7 @@ def main():
                            '(TrackVisualizationHook) in the config')
         hook.update(draw=True, test_out_dir=args.show_dir)
 
+    init_cpu_process_group(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg \
         else Runner
     runner = runner_cls.from_cfg(cfg)

@@ -6,6 +6,7 @@ from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmttsrn.compat import init_cpu_process_group
 from mmttsrn.utils import load_tool_config
 
 
@@ -64,6 +65,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    init_cpu_process_group(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg \
         else Runner
     runner = runner_cls.from_cfg(cfg)

@@ -7,7 +7,8 @@ the message hub's ``HistoryBuffer`` logs (numpy arrays and scalars, and its
 statistics methods, pickled as ``getattr(HistoryBuffer, 'mean')``). Rather
 than turn the safe loader off, mmengine's local-file loader is replaced by one
 that keeps ``weights_only=True`` and allows exactly those types while it
-loads. Any other pickled object (or callable) in a file is still refused.
+loads (registered by :mod:`mmttsrn.compat`). Any other pickled object (or
+callable) in a file is still refused.
 """
 import logging
 import os.path as osp
@@ -17,7 +18,6 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer, print_log
-from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS', 'load_local_checkpoint',
@@ -44,7 +44,6 @@ def _numpy_globals() -> list:
 MMENGINE_CHECKPOINT_GLOBALS = [HistoryBuffer, getattr, *_numpy_globals()]
 
 
-@CheckpointLoader.register_scheme(prefixes='', force=True)
 def load_local_checkpoint(filename: str, map_location=None) -> dict:
     """mmengine's loader for local files, with ``weights_only=True``."""
     filename = osp.expanduser(filename)

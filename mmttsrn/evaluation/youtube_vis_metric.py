@@ -1,29 +1,10 @@
 """mmdet's YouTube-VIS metric, writing server-ready results while it scores."""
-import types
 from typing import Dict, List
 
-import numpy as np
 from mmdet.evaluation import YouTubeVISMetric
-from mmdet.evaluation.functional import ytviseval
 from mmdet.registry import METRICS
 
 __all__ = ['YouTubeVISResultsMetric']
-
-
-class _NumpyWithFloat(types.ModuleType):
-    """numpy as mmdet 3.3's ``YTVISeval.accumulate`` expects it.
-
-    It calls ``np.float``, removed in numpy 1.24; only that module sees this
-    alias, numpy itself is left alone.
-    """
-    float = float
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
-if not hasattr(np, 'float'):
-    ytviseval.np = _NumpyWithFloat('numpy')
 
 
 @METRICS.register_module()

@@ -6,6 +6,7 @@ from mmengine.utils import get_git_hash
 from mmengine.utils.dl_utils import collect_env as collect_base_env
 
 import mmttsrn
+from mmttsrn.compat import PATCH_STATUS
 
 
 def _mmcv_ops_status() -> str:
@@ -19,7 +20,8 @@ def _mmcv_ops_status() -> str:
 
 
 def collect_env() -> dict:
-    """Versions of Python, torch, CUDA, the OpenMMLab stack, timm and us."""
+    """Versions of Python, torch, CUDA, the OpenMMLab stack, timm and us,
+    and which patches of :mod:`mmttsrn.compat` were applied."""
     import mmcv
     import mmdet
     import timm
@@ -32,6 +34,8 @@ def collect_env() -> dict:
     env['MMDetection'] = mmdet.__version__
     env['timm'] = timm.__version__
     env['mmttsrn'] = mmttsrn.__version__ + '+' + get_git_hash(digits=7)
+    for name, status in PATCH_STATUS.items():
+        env[f'compat {name}'] = status
     return env
 
 

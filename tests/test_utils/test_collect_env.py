@@ -20,3 +20,8 @@ def test_collect_env_runs_as_a_module():
         check=True).stdout
     assert 'MMDetection: 3.3.0' in out
     assert 'PyTorch compiling details' not in out
+
+
+def test_collect_env_reports_the_compat_patches():
+    env = collect_env()
+    assert env['compat mmengine_safe_checkpoint'] == 'applied'
