@@ -16,6 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mmttsrn.compat import init_cpu_process_group
+from mmttsrn.engine import check_checkpoint_file
 from mmttsrn.utils import load_tool_config
 
 
@@ -52,9 +53,8 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(
-            f'checkpoint file {args.checkpoint} does not exist')
+    # Checked before the model and data are built, to fail fast.
+    check_checkpoint_file(args.checkpoint)
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
                            args.work_dir)
     cfg.load_from = args.checkpoint

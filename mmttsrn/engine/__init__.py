@@ -1,9 +1,8 @@
-# Importing mmttsrn (as configs do through custom_imports) registers the safe
-# checkpoint loader, so `load_from` and `--resume` work on torch >= 2.6.
-from .checkpoint import (MMENGINE_CHECKPOINT_GLOBALS, load_local_checkpoint,
+from .checkpoint import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
+                         check_checkpoint_file, load_local_checkpoint,
                          load_pretrained_file)
 
 __all__ = [
-    'MMENGINE_CHECKPOINT_GLOBALS', 'load_local_checkpoint',
-    'load_pretrained_file'
+    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError',
+    'check_checkpoint_file', 'load_local_checkpoint', 'load_pretrained_file'
 ]

@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from timm.models.twins import Twins
 
+from mmttsrn.engine import UnsafeCheckpointError
 from mmttsrn.models.layers import ClipTransformer
 
 ROOT = Path(__file__).parents[2]
@@ -135,11 +136,17 @@ def test_detr_converts_into_a_tiny_model():
 def test_detr_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     detr = detr_state_dict()
     src, dst = tmp_path / 'detr.pth', tmp_path / 'out' / 'detr_ttsrn.pth'
-    # Training checkpoints also hold DETR's argparse arguments.
+    # Training checkpoints also hold DETR's argparse arguments: unpickling
+    # those needs the user's explicit --unsafe-load.
     torch.save(dict(model=detr, args=argparse.Namespace(lr=1e-4)), src)
-    detr_to_ttsrn.main(
-        [str(src),
-         str(dst), '--num-frames', '3', '--num-queries', '2'])
+    with pytest.raises(UnsafeCheckpointError,
+                       match=r'detr.pth .*argparse.Namespace.*--unsafe-load'):
+        detr_to_ttsrn.main([str(src), str(dst)])
+    assert not dst.exists()
+    detr_to_ttsrn.main([
+        str(src),
+        str(dst), '--num-frames', '3', '--num-queries', '2', '--unsafe-load'
+    ])
     out = capsys.readouterr().out
     assert 'skipped 2 input_proj.* tensors' in out
     assert 'fit only a TT-SRN of width 32' in out
@@ -268,3 +275,34 @@ def test_twins_errors(tmp_path):
     torch.save({'model': {'foo': torch.zeros(1)}}, tmp_path / 'other.pth')
     with pytest.raises(KeyError, match='not a Twins checkpoint'):
         twins_to_ttsrn.main([str(tmp_path / 'other.pth'), 'x.pth'])
+
+
+class _Touch:
+    """A payload with a visible effect: it creates a file when unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path), ))
+
+
+def test_twins_malicious_pickle_is_refused_unless_asked(tmp_path):
+    marker = tmp_path / 'payload_ran'
+    twins = timm_twins().state_dict()
+    src, dst = tmp_path / 'twins.pth', tmp_path / 'twins_ttsrn.pth'
+    torch.save(dict(model=twins, extra=_Touch(marker)), src)
+    backbone = MODELS.build(
+        dict(
+            type='TwinsSVT',
+            **TWINS,
+            init_cfg=dict(type='Pretrained', checkpoint=str(src))))
+    with pytest.raises(UnsafeCheckpointError, match='twins.pth'):
+        backbone.init_weights()
+    with pytest.raises(UnsafeCheckpointError, match='--unsafe-load'):
+        twins_to_ttsrn.main([str(src), str(dst)])
+    assert not marker.exists() and not dst.exists()
+    # The user's explicit flag; the output then holds plain tensors.
+    twins_to_ttsrn.main([str(src), str(dst), '--unsafe-load'])
+    assert marker.exists()
+    assert torch.load(dst, weights_only=True)['state_dict']

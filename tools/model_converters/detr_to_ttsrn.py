@@ -33,6 +33,8 @@ config against the checkpoint and take T and n from it. Example::
 
 The output ``{'state_dict': ..., 'meta': ...}`` holds plain tensors (it
 loads with ``torch.load(weights_only=True)``) and is meant for ``load_from``.
+SRC is read with ``weights_only=True``; a training checkpoint that also
+pickles DETR's arguments is refused unless ``--unsafe-load`` is given.
 """
 import argparse
 import logging
@@ -62,9 +64,13 @@ SKIPPED = {
 }
 
 
-def load_detr_state_dict(path: str) -> Dict[str, Tensor]:
-    """Read a DETR checkpoint (``{'model': sd}``, or a bare state dict)."""
-    checkpoint = load_pretrained_file(path, 'DETR')
+def load_detr_state_dict(path: str,
+                         allow_unsafe: bool = False) -> Dict[str, Tensor]:
+    """Read a DETR checkpoint (``{'model': sd}``, or a bare state dict).
+
+    Only tensors are unpickled unless ``allow_unsafe``.
+    """
+    checkpoint = load_pretrained_file(path, 'DETR', allow_unsafe)
     state_dict = checkpoint.get('model', checkpoint)
     if QUERY_KEY not in state_dict or not any(
             k.startswith('transformer.') for k in state_dict):
@@ -171,6 +177,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('src', help='DETR checkpoint (.pth)')
     parser.add_argument('dst', help='output checkpoint (.pth)')
     parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='also read a SRC that pickles Python objects besides tensors '
+        '(e.g. training arguments) with weights_only=False; unpickling runs '
+        'code, so only for a file you trust')
+    parser.add_argument(
         '--config',
         help='TT-SRN config to check against and take T and n from')
     parser.add_argument(
@@ -184,7 +196,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    state_dict = load_detr_state_dict(args.src)
+    state_dict = load_detr_state_dict(args.src, args.unsafe_load)
     dims = detr_dims(state_dict)
     num_frames, num_queries = 36, 10
     if args.config:

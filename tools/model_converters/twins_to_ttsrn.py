@@ -13,6 +13,9 @@ The output ``{'state_dict': ..., 'meta': ...}`` holds plain tensors and works
 both as a model's ``load_from`` and as the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (which strips the
 ``backbone.`` prefix again).
+SRC is read with ``weights_only=True``; a training checkpoint of the
+official code that pickles other Python objects is refused unless
+``--unsafe-load`` is given.
 """
 import argparse
 import os
@@ -29,9 +32,12 @@ from mmttsrn.models.backbones.twins import convert_twins_state_dict
 PREFIX = 'backbone.'
 
 
-def load_twins_checkpoint(path: str) -> Mapping:
-    """Read a Twins checkpoint file (any wrapping)."""
-    return load_pretrained_file(path, 'Twins')
+def load_twins_checkpoint(path: str, allow_unsafe: bool = False) -> Mapping:
+    """Read a Twins checkpoint file (any wrapping).
+
+    Only tensors are unpickled unless ``allow_unsafe``.
+    """
+    return load_pretrained_file(path, 'Twins', allow_unsafe)
 
 
 def convert_twins(checkpoint: Mapping) -> Dict[str, Tensor]:
@@ -48,12 +54,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description='Convert a Twins-SVT checkpoint to TT-SRN backbone keys')
     parser.add_argument('src', help='Twins checkpoint (.pth)')
     parser.add_argument('dst', help='output checkpoint (.pth)')
+    parser.add_argument(
+        '--unsafe-load',
+        action='store_true',
+        help='also read a SRC that pickles Python objects besides tensors '
+        '(e.g. training arguments) with weights_only=False; unpickling runs '
+        'code, so only for a file you trust')
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    converted = convert_twins(load_twins_checkpoint(args.src))
+    converted = convert_twins(
+        load_twins_checkpoint(args.src, args.unsafe_load))
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
     meta = dict(converted_from='Twins-SVT', source=osp.basename(args.src))
     torch.save(dict(state_dict=converted, meta=meta), args.dst)
