@@ -13,10 +13,9 @@ import os.path as osp
 from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
 from mmttsrn.compat import init_cpu_process_group
-from mmttsrn.engine import check_checkpoint_file
+from mmttsrn.engine import TTSRNRunner, check_checkpoint_file
 from mmttsrn.utils import load_tool_config
 
 
@@ -72,7 +71,7 @@ def main():
 
     init_cpu_process_group(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg \
-        else Runner
+        else TTSRNRunner
     runner = runner_cls.from_cfg(cfg)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):

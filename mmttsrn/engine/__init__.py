@@ -1,8 +1,10 @@
 from .checkpoint import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
                          check_checkpoint_file, load_local_checkpoint,
                          load_pretrained_file)
+from .runner import TTSRNRunner, die_with_parent
 
 __all__ = [
-    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError',
-    'check_checkpoint_file', 'load_local_checkpoint', 'load_pretrained_file'
+    'MMENGINE_CHECKPOINT_GLOBALS', 'TTSRNRunner', 'UnsafeCheckpointError',
+    'check_checkpoint_file', 'die_with_parent', 'load_local_checkpoint',
+    'load_pretrained_file'
 ]
