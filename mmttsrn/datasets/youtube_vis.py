@@ -2,9 +2,12 @@
 import json
 import logging
 import os.path as osp
+import re
+from numbers import Real
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import mmengine.fileio as fileio
+import numpy as np
 import pycocotools.mask as mask_utils
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
@@ -14,6 +17,71 @@ __all__ = ['YouTubeVISOfficialDataset']
 
 # Keys of ``filter_cfg`` this dataset understands.
 _FILTER_KEYS = ('filter_empty_gt', )
+# pycocotools writes compressed RLE counts with the characters 48..111.
+_RLE_STRING = re.compile('[0-o]+')
+# How far (pixels) a box may reach past the image before it is replaced.
+_BOX_TOLERANCE = 1.0
+
+
+def _decode_rle_string(counts: str) -> Optional[np.ndarray]:
+    """The run lengths of a compressed RLE string, or None if malformed.
+
+    Mirrors pycocotools' ``rleFrString`` (5 bits a character, 0x20 marks
+    that more follow, 0x10 in the last one is the sign; from the third run
+    on, each run is stored relative to the run two before), vectorised.
+    """
+    if not _RLE_STRING.fullmatch(counts):
+        return None
+    chars = np.frombuffer(counts.encode('ascii'), np.uint8).astype(
+        np.int64) - 48
+    more = (chars & 0x20) != 0
+    if more[-1]:
+        return None
+    ends = np.flatnonzero(~more)
+    starts = np.r_[0, ends[:-1] + 1]
+    digit = np.arange(len(chars)) - np.repeat(starts, ends - starts + 1)
+    if digit.max() > 11:  # beyond 64 bits
+        return None
+    runs = np.add.reduceat((chars & 0x1f) << (5 * digit), starts)
+    negative = (chars[ends] & 0x10) != 0
+    runs[negative] -= 1 << (5 * (digit[ends][negative] + 1))
+    runs[1::2] = np.cumsum(runs[1::2])
+    runs[2::2] = np.cumsum(runs[2::2])
+    return runs
+
+
+def _rle_error(segm: dict, height: int, width: int) -> Optional[str]:
+    """Why an RLE dict cannot be a ``height x width`` mask, or None.
+
+    pycocotools does not check the counts: runs that do not add up to the
+    image size make it write past its buffer, or read garbage, later.
+    """
+    counts = segm['counts']
+    if isinstance(counts, str):
+        runs = _decode_rle_string(counts)
+        if runs is None:
+            return 'RLE counts is not a valid compressed RLE string'
+        lowest, total = int(runs.min()), int(runs.sum())
+    elif isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool)
+                   for c in counts):
+            return 'RLE counts must be integers'
+        lowest, total = min(counts, default=0), sum(counts)
+    else:
+        return ('RLE counts must be a string or a list of integers, got '
+                f'{type(counts).__name__}')
+    if lowest < 0 or total != height * width:
+        return (f'RLE counts do not describe a {height}x{width} mask (runs '
+                f'must be >= 0 and add up to {height * width}, got sum '
+                f'{total})')
+    return None
+
+
+def _box_in_image(bbox: Sequence, height: int, width: int) -> bool:
+    x, y, w, h = bbox
+    tol = _BOX_TOLERANCE
+    return (w > 0 and h > 0 and x >= -tol and y >= -tol
+            and x + w <= width + tol and y + h <= height + tol)
 
 
 def _require(record: dict, key: str, what: str):
@@ -79,14 +147,19 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
     ``img_id`` is unique over the dataset, ``instance_id`` is the official
     annotation id and ``mask`` the segmentation as stored in the file. A
     frame whose segmentation is null (or empty) carries no instance for that
-    annotation; a null box is computed from the mask.
+    annotation; a null box is computed from the mask, and so is a box with
+    ``w <= 0`` or ``h <= 0`` or outside the image (a warning gives their
+    number). RLE masks are checked when the file is read: counts that do not
+    describe a mask of the video's size are an error naming the annotation.
 
     The classes are the file's categories sorted by id unless
     ``metainfo['classes']`` names a subset (annotations of other categories
     are then skipped). ``metainfo['cat_ids']`` holds the category id of each
-    class; a label is an index into it. Note that mmdet's
-    ``YouTubeVISMetric`` writes ``category_id = label + 1``, which matches the
-    file only when ``cat_ids`` is 1..K (true for YouTube-VIS 2019/2021).
+    class; a label is an index into it (any ids work:
+    ``YouTubeVISResultsMetric`` writes them back; mmdet's own
+    ``YouTubeVISMetric`` writes ``label + 1``, right only for ids 1..K).
+    ``metainfo['has_annotations']`` is False for a file without
+    ``annotations`` (the metric then does not score it).
 
     With ``filter_cfg=dict(filter_empty_gt=True)`` (outside test mode),
     videos without any instance are dropped; frames are never dropped, so
@@ -133,6 +206,7 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
             annotations = []
         if not isinstance(annotations, list):
             raise ValueError(f"{source}: 'annotations' must be a list")
+        self._metainfo['has_annotations'] = self._has_annotations
         self._parse_annotations(annotations, video_infos, categories)
         data_list = list(video_infos.values())
         num_frames = sum(video['video_length'] for video in data_list)
@@ -216,13 +290,6 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                     f"'{self.ann_file}' (it has {sorted(name2id)})")
             cat_ids = [name2id[name] for name in classes]
             classes = tuple(classes)
-        if cat_ids != list(range(1, len(cat_ids) + 1)):
-            print_log(
-                f'category ids {cat_ids} are not 1..K: results written by '
-                "YouTubeVISMetric (category_id = label + 1) won't match "
-                f"the ids of '{self.ann_file}'",
-                'current',
-                level=logging.WARNING)
         self.cat_ids = cat_ids
         self.cat2label = {cat_id: i for i, cat_id in enumerate(cat_ids)}
         self._metainfo.update(classes=classes, cat_ids=list(cat_ids))
@@ -271,6 +338,7 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
         """Add each annotation's per-frame instances to its video's frames."""
         known_cats = {cat['id'] for cat in categories}
         ann_ids = set()
+        self._replaced_boxes = []
         for i, ann in enumerate(annotations):
             what = (f"'{self.ann_file}' annotation id {ann['id']}"
                     if isinstance(ann, dict) and 'id' in ann else
@@ -310,6 +378,15 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                     f"{frame['frame_id']}")
                 if instance is not None:
                     frame['instances'].append(instance)
+        if self._replaced_boxes:
+            print_log(
+                f"'{self.ann_file}': {len(self._replaced_boxes)} boxes with "
+                'w <= 0 or h <= 0 or outside the image were replaced by the '
+                'boxes of their masks (first: annotation id '
+                f'{self._replaced_boxes[0][0]}, frame '
+                f'{self._replaced_boxes[0][1]})',
+                'current',
+                level=logging.WARNING)
 
     def _parse_instance(self, ann: dict, segm, bbox: Optional[Sequence],
                         frame: dict, what: str) -> Optional[dict]:
@@ -323,14 +400,21 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
                 raise ValueError(
                     f"{what}: RLE size {list(segm['size'])} differs from the "
                     f'video size [{height}, {width}] (height, width)')
+            error = _rle_error(segm, height, width)
+            if error is not None:
+                raise ValueError(f'{what}: {error}')
         elif not isinstance(segm, list):
             raise ValueError(
                 f'{what}: segmentation must be an RLE dict, a '
                 f'polygon list or null, got {type(segm).__name__}')
         if bbox is None:
             bbox = self._mask_to_bbox(segm, height, width)
-        if len(bbox) != 4:
+        elif not isinstance(bbox, list) or len(bbox) != 4 or not all(
+                isinstance(v, Real) for v in bbox):
             raise ValueError(f'{what}: bbox must be [x, y, w, h], got {bbox}')
+        elif not _box_in_image(bbox, height, width):
+            bbox = self._mask_to_bbox(segm, height, width)
+            self._replaced_boxes.append((ann['id'], frame['frame_id']))
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
             return None

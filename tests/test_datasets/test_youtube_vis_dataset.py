@@ -1,13 +1,16 @@
 """YouTubeVISOfficialDataset reads the official JSON into mmdet's format."""
 import copy
 import json
+import logging
 import os.path as osp
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from mmengine.logging import MMLogger
 
 from mmttsrn.datasets import YouTubeVISOfficialDataset
+from mmttsrn.datasets.youtube_vis import _decode_rle_string, _rle_error
 
 CLASSES = ('circle', 'square', 'triangle', 'cross')
 
@@ -258,3 +261,100 @@ def test_empty_file_is_reported(tmp_path, tiny_ann):
 def test_dataset_version_in_metainfo(tmp_path, tiny_ann):
     ds = _dataset(_dump(tiny_ann, tmp_path / 'a.json'), dataset_version='2021')
     assert ds.metainfo['dataset_version'] == '2021'
+
+
+@pytest.fixture
+def logged():
+    """Messages print_log sends to mmengine's current logger meanwhile."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def _rle_frame(tiny_ann, counts):
+    tiny_ann['annotations'][0]['segmentations'][2]['counts'] = counts
+    return tiny_ann
+
+
+@pytest.mark.parametrize('counts,message', [
+    ('garbage counts!', 'not a valid compressed RLE string'),
+    ('0a', 'not a valid compressed RLE string'),  # unterminated number
+    ('1', r'do not describe a 8x10 mask .*got sum 1\)'),
+    ([10, 5], 'add up to 80, got sum 15'),
+    ([90, -10], 'must be >= 0'),
+    ([70, 'x', 10], 'RLE counts must be integers'),
+    (12, 'must be a string or a list of integers, got int'),
+])
+def test_garbage_rle_counts_are_named_at_load(tmp_path, tiny_ann, counts,
+                                              message):
+    path = _dump(_rle_frame(tiny_ann, counts), tmp_path / 'bad_rle.json')
+    with pytest.raises(ValueError,
+                       match=f'bad_rle.json.*annotation id 7, frame 2: '
+                       f'.*{message}'):
+        _dataset(path)
+
+
+def test_rle_check_agrees_with_pycocotools():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        h, w = rng.integers(1, 40, size=2)
+        mask = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        runs = _decode_rle_string(rle['counts'].decode())
+        assert runs.tolist() == _uncompressed_counts(mask)
+        assert _rle_error(
+            dict(size=[int(h), int(w)], counts=rle['counts'].decode()), h,
+            w) is None
+
+
+@pytest.mark.parametrize('bbox', [
+    [2, 2, 0, 4],  # w = 0
+    [2, 2, 3, -1],  # h < 0
+    [20, 2, 3, 4],  # right of the image (width 10)
+    [2, -5, 3, 4],  # above it
+])
+def test_bad_box_next_to_a_mask_is_taken_from_the_mask(
+        tmp_path, tiny_ann, bbox, logged):
+    tiny_ann['annotations'][0]['bboxes'][0] = bbox
+    tiny_ann['annotations'][0]['bboxes'][2] = list(bbox)
+    ds = _dataset(_dump(tiny_ann, tmp_path / 'boxes.json'))
+    frames = ds.get_data_info(0)['images']
+    assert [len(f['instances']) for f in frames] == [1, 0, 1]
+    assert frames[0]['instances'][0]['bbox'] == [1, 2, 4, 6]
+    assert frames[2]['instances'][0]['bbox'] == [2, 2, 5, 6]
+    warnings = [m for m in logged if 'replaced' in m]
+    assert len(warnings) == 1
+    assert 'boxes.json' in warnings[0] and ': 2 boxes' in warnings[0]
+    assert 'annotation id 7, frame 0' in warnings[0]
+
+
+def test_good_boxes_are_kept_without_warning(tmp_path, tiny_ann, logged):
+    tiny_ann['annotations'][0]['bboxes'][0] = [1.5, 2, 2.5, 4]
+    ds = _dataset(_dump(tiny_ann, tmp_path / 'boxes.json'))
+    assert ds.get_data_info(0)['images'][0]['instances'][0]['bbox'] == [
+        1.5, 2, 4, 6
+    ]
+    assert not any('replaced' in m for m in logged)
+
+
+def test_non_contiguous_category_ids_give_no_warning(tmp_path, tiny_ann,
+                                                     logged):
+    tiny_ann['categories'] = [dict(id=30, name='dog'), dict(id=4, name='cat')]
+    tiny_ann['annotations'][0]['category_id'] = 30
+    tiny_ann['annotations'][1]['category_id'] = 4
+    ds = _dataset(_dump(tiny_ann, tmp_path / 'a.json'))
+    assert ds.metainfo['cat_ids'] == [4, 30]
+    assert ds.get_data_info(0)['images'][0]['instances'][0]['bbox_label'] == 1
+    assert not any('match' in m for m in logged), logged
+
+
+def test_has_annotations_in_metainfo(tmp_path, tiny_ann):
+    ds = _dataset(_dump(tiny_ann, tmp_path / 'a.json'))
+    assert ds.metainfo['has_annotations'] is True
+    tiny_ann.pop('annotations')
+    ds = _dataset(_dump(tiny_ann, tmp_path / 'b.json'), test_mode=True)
+    assert ds.metainfo['has_annotations'] is False
