@@ -50,3 +50,18 @@ def test_config_types_are_registered(config):
 def test_a_typo_is_caught():
     assert _registered('TTSRN')
     assert not _registered('TTSRNN')
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.stem)
+def test_every_epoch_is_checkpointed_and_results_follow_the_work_dir(config):
+    """An interrupted run can resume from its last epoch (a few are kept),
+    also with ``--cfg-options train_cfg.max_epochs=3``; test results go to
+    ``<work_dir>/results`` (tools/test.py) unless a run says otherwise."""
+    cfg = Config.fromfile(str(config))
+    assert not cfg.test_evaluator.get('outfile_prefix')
+    checkpoint = cfg.default_hooks.checkpoint
+    assert 1 <= checkpoint.get('max_keep_ckpts', -1) <= 5, checkpoint
+    if not checkpoint.get('by_epoch', True):
+        pytest.skip('iteration-based schedule')
+    cfg.merge_from_dict({'train_cfg.max_epochs': 3})
+    assert cfg.default_hooks.checkpoint.get('interval', -1) == 1, checkpoint

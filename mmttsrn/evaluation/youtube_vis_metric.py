@@ -1,35 +1,99 @@
 """mmdet's YouTube-VIS metric, writing server-ready results while it scores."""
+import logging
+import os
+import os.path as osp
+import tempfile
+import zipfile
 from typing import Dict, List
 
+import mmengine
 from mmdet.evaluation import YouTubeVISMetric
 from mmdet.registry import METRICS
+from mmengine.logging import print_log
 
 __all__ = ['YouTubeVISResultsMetric']
 
 
+def _replace_atomically(path: str, write) -> None:
+    """Call ``write(tmp_path)``, then rename the file to ``path``.
+
+    The temporary file is in the same folder, so the rename is atomic: a
+    run killed while writing leaves the old file (or none), never a
+    truncated one.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
 @METRICS.register_module()
 class YouTubeVISResultsMetric(YouTubeVISMetric):
-    """:class:`mmdet.evaluation.YouTubeVISMetric` plus two things.
+    """:class:`mmdet.evaluation.YouTubeVISMetric` plus four things.
 
     - With ``outfile_prefix`` set, ``<prefix>.json`` and its zip are written
       also when AP is computed (mmdet writes them only in ``format_only``).
+    - Each file is written to a temporary file and renamed into place.
     - The written ``category_id`` is the dataset's own category id
       (``dataset_meta['cat_ids']``); mmdet writes ``label + 1``, which is
       right only for ids 1..K in order. AP is unaffected: it is computed on
       labels.
+    - A split whose file has no annotations (the dataset's metainfo has
+      ``has_annotations=False``) is not scored, since every AP would be -1:
+      a warning says so and the results are only written, as with
+      ``format_only``.
     """
 
     def compute_metrics(self, results: List) -> Dict[str, float]:
+        unannotated = not self.format_only and \
+            (self.dataset_meta or {}).get('has_annotations') is False
+        if unannotated:
+            where = (f'results are written to {self.outfile_prefix}.json'
+                     if self.outfile_prefix is not None else
+                     'set outfile_prefix to write the results')
+            print_log(
+                'the evaluated split has no annotations, so there is no AP '
+                f'to compute; {where} (format-only: pass --format-only to '
+                'tools/test.py to ask for this)',
+                logger='current',
+                level=logging.WARNING)
         if self.outfile_prefix is not None and not self.format_only:
             preds = self.format_preds([pred for pred, _ in results])
             self.save_pred_results(preds)
+        if unannotated:
+            return {}
         return super().compute_metrics(results)
 
     def save_pred_results(self, pred_results: List) -> None:
+        """Write ``<prefix>.json`` and ``<prefix>.submission_file.zip``."""
+        if self.outfile_prefix is None:
+            # mmdet writes into a temporary folder that is deleted at once.
+            return
         cat_ids = (self.dataset_meta or {}).get('cat_ids')
         if cat_ids is not None:
             pred_results = [
                 dict(res, category_id=int(cat_ids[res['category_id'] - 1]))
                 for res in pred_results
             ]
-        super().save_pred_results(pred_results)
+        json_file = f'{self.outfile_prefix}.json'
+        zip_file = f'{self.outfile_prefix}.submission_file.zip'
+
+        def write_json(path):
+            mmengine.dump(pred_results, path, file_format='json')
+
+        def write_zip(path):
+            with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as zf:
+                zf.write(json_file, 'results.json')
+
+        _replace_atomically(json_file, write_json)
+        _replace_atomically(zip_file, write_zip)
+        print_log(
+            f'wrote {json_file} and {zip_file} (submit the zip to the '
+            'YouTube-VIS server)', 'current')

@@ -130,3 +130,56 @@ def test_dist_train_and_test_on_cpu(tiny_config, tmp_path, synthetic_root):
     assert 'youtube_vis/segm_mAP' in out
     _check_results(work_dir / 'results.json',
                    synthetic_root / 'annotations' / 'valid.json')
+
+
+@pytest.fixture(scope='module')
+def resumed_in_empty_dir(tiny_config, tmp_path_factory):
+    """``--resume`` where there is no checkpoint yet (a requeued job's first
+    start): trains from scratch, and says so."""
+    work_dir = tmp_path_factory.mktemp('requeued')
+    out = _run(sys.executable, 'tools/train.py', tiny_config, '--work-dir',
+               work_dir, '--resume', '--cfg-options',
+               'train_cfg.val_interval=5')
+    return work_dir, out
+
+
+def test_resume_without_a_checkpoint_says_so(resumed_in_empty_dir):
+    work_dir, out = resumed_in_empty_dir
+    assert (f'--resume: no checkpoint found in {work_dir}; training starts '
+            'from scratch') in out
+    assert 'latest checkpoint None' not in out
+    assert (work_dir / 'epoch_1.pth').is_file()
+
+
+def test_test_refuses_a_file_that_is_no_checkpoint(tiny_config, tmp_path):
+    junk = tmp_path / 'junk.pth'
+    junk.write_text('not a checkpoint\n')
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', tiny_config, junk],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600)
+    assert proc.returncode != 0
+    assert f'not a checkpoint file: {junk}' in proc.stderr
+    assert junk.read_text() == 'not a checkpoint\n'
+
+
+def test_unannotated_split_without_format_only(tiny_config,
+                                               resumed_in_empty_dir,
+                                               tmp_path, synthetic_root):
+    work_dir = tmp_path / 'test'
+    out = _run(
+        sys.executable, 'tools/test.py', tiny_config,
+        resumed_in_empty_dir[0] / 'epoch_1.pth', '--work-dir', work_dir,
+        '--cfg-options',
+        'test_dataloader.dataset.ann_file=annotations/valid_unannotated.json')
+    assert 'has no annotations, so there is no AP' in out
+    assert 'segm_mAP' not in out
+    # Written under the work dir, by rename: no temporary files are left.
+    assert sorted(p.name for p in work_dir.iterdir()
+                  if 'results' in p.name) == [
+                      'results.json', 'results.submission_file.zip'
+                  ]
+    _check_results(work_dir / 'results.json',
+                   synthetic_root / 'annotations' / 'valid.json')

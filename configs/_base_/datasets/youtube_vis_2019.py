@@ -109,9 +109,9 @@ val_evaluator = dict(
     type='YouTubeVISResultsMetric',
     metric='youtube_vis_ap',
     metric_items=['mAP', 'mAP_50', 'mAP_75', 'AR@1', 'AR@10'])
-# Writes <outfile_prefix>.json and <outfile_prefix>.submission_file.zip.
+# Writes <outfile_prefix>.json and <outfile_prefix>.submission_file.zip;
+# tools/test.py sets outfile_prefix to <work_dir>/results unless given.
 test_evaluator = dict(
     type='YouTubeVISResultsMetric',
     metric='youtube_vis_ap',
-    format_only=True,
-    outfile_prefix='work_dirs/youtube_vis_2019_results/results')
+    format_only=True)

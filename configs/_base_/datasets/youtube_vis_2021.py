@@ -13,6 +13,3 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, dataset_version=dataset_version))
 test_dataloader = dict(
     dataset=dict(data_root=data_root, dataset_version=dataset_version))
-
-test_evaluator = dict(
-    outfile_prefix='work_dirs/youtube_vis_2021_results/results')

@@ -1,0 +1,70 @@
+"""YouTubeVISResultsMetric: ids, atomic files, unannotated splits."""
+import json
+import logging
+import zipfile
+
+import pytest
+from mmengine.logging import MMLogger
+
+import mmttsrn.evaluation.youtube_vis_metric as metric_module
+from mmttsrn.evaluation import YouTubeVISResultsMetric
+
+PRED = dict(video_id=1, score=0.5, category_id=2, segmentations=[None])
+
+
+@pytest.fixture
+def logged():
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def _metric(tmp_path, **meta):
+    metric = YouTubeVISResultsMetric(
+        outfile_prefix=str(tmp_path / 'out' / 'results'))
+    metric.dataset_meta = dict(classes=('a', 'b'), cat_ids=[3, 7], **meta)
+    return metric
+
+
+def _read(tmp_path):
+    prefix = tmp_path / 'out' / 'results'
+    results = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    with zipfile.ZipFile(f'{prefix}.submission_file.zip') as zf:
+        assert json.loads(zf.read('results.json')) == results
+    return results
+
+
+def test_writes_the_dataset_category_ids(tmp_path):
+    _metric(tmp_path).save_pred_results([dict(PRED)])
+    assert _read(tmp_path) == [dict(PRED, category_id=7)]
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+        'results.json', 'results.submission_file.zip'
+    ]
+
+
+def test_an_interrupted_write_leaves_the_old_files(tmp_path, monkeypatch):
+    metric = _metric(tmp_path)
+    metric.save_pred_results([dict(PRED)])
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'out').iterdir()}
+
+    def dump_then_die(obj, path, **kwargs):
+        with open(path, 'w') as f:
+            f.write('[{"video_id": 1, "sco')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metric_module.mmengine, 'dump', dump_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        metric.save_pred_results([dict(PRED, score=0.9)])
+    after = {p.name: p.read_bytes() for p in (tmp_path / 'out').iterdir()}
+    assert after == before  # no truncated file, no temporary left
+
+
+def test_unannotated_split_is_written_not_scored(tmp_path, logged):
+    metric = _metric(tmp_path, has_annotations=False)
+    assert metric.compute_metrics([([dict(PRED)], [])]) == {}
+    assert _read(tmp_path) == [dict(PRED, category_id=7)]
+    assert any('no annotations' in m and 'no AP' in m for m in logged)
