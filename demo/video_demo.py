@@ -10,7 +10,8 @@ VIDEO is a video file (anything OpenCV decodes) or a folder of frames
 (``.mp4``/``.avi``) or a folder, into which the drawn frames are written as
 JPEGs named like the input frames (or ``000000.jpg``... for a video file).
 Each instance keeps its colour in every frame (the colour is derived from its
-track id); its mask, box, category, id and score are drawn.
+track id); its mask, box, category, id and score are drawn. OUT may not be
+VIDEO itself or lie inside a VIDEO folder, so the input is never written over.
 """
 import argparse
 import os
@@ -93,6 +94,19 @@ def read_video(path: str) -> Tuple[List[np.ndarray], List[str], float]:
     return frames, names, reader.fps
 
 
+def check_out_is_not_input(video: str, out: str) -> None:
+    """Refuse an ``out`` that is ``video`` or inside a ``video`` folder.
+
+    Drawn frames keep the input frames' names, so writing them into the
+    input folder would replace the input.
+    """
+    src, dst = osp.realpath(video), osp.realpath(out)
+    if dst == src or (osp.isdir(src) and dst.startswith(src + os.sep)):
+        raise ValueError(
+            f'--out {out} is the input {video} or inside it: refusing to '
+            'write over the input; choose another --out')
+
+
 class FrameWriter:
     """Write drawn frames to a video file or as JPEGs into a folder."""
 
@@ -134,6 +148,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(
             f'checkpoint file {args.checkpoint} does not exist')
+    check_out_is_not_input(args.video, args.out)
     frames, names, fps = read_video(args.video)
     writer = FrameWriter(args.out, args.fps or fps or 10.0)
     if args.checkpoint is None:

@@ -90,3 +90,19 @@ def test_clear_errors(frame_dir, tmp_path):
         video_demo.main(
             [str(frame_dir), CONFIG, '--out',
              str(tmp_path / 'out.mkv')])
+
+
+def test_out_may_not_be_the_input(frame_dir, tmp_path):
+    before = {p.name: p.read_bytes() for p in frame_dir.iterdir()}
+    link = tmp_path / 'link'
+    link.symlink_to(frame_dir)
+    for out in (frame_dir, frame_dir / 'drawn', link, frame_dir / '.'):
+        with pytest.raises(ValueError, match='refusing to write over the '
+                           'input'):
+            video_demo.main([str(frame_dir), CONFIG, '--out', str(out)])
+    src = tmp_path / 'in.mp4'
+    src.write_bytes(b'video bytes')
+    with pytest.raises(ValueError, match='in.mp4 is the input'):
+        video_demo.main([str(src), CONFIG, '--out', str(src)])
+    assert src.read_bytes() == b'video bytes'
+    assert {p.name: p.read_bytes() for p in frame_dir.iterdir()} == before
