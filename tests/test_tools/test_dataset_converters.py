@@ -114,3 +114,34 @@ def test_split_rejects_unannotated_files_and_bad_ratios(tmp_path):
         split_youtube_vis.main([str(path), '--out-dir', str(tmp_path)])
     with pytest.raises(ValueError, match='val_ratio'):
         split_youtube_vis.split_video_ids(dict(videos=[], annotations=[]), 1.5)
+
+
+@pytest.mark.parametrize('text,message', [
+    ('{"videos": [', 'bad.json is not valid JSON'),
+    ('[1, 2]', 'bad.json must hold a JSON object'),
+    ('{"videos": [{"name": "x"}], "annotations": []}',
+     "bad.json: video #0 has no 'id'"),
+    ('{"videos": [{"id": 1}], "annotations": [{"id": 3}]}',
+     "bad.json: annotation #0 needs 'video_id'"),
+])
+def test_split_names_the_bad_file(tmp_path, text, message):
+    path = tmp_path / 'bad.json'
+    path.write_text(text)
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit, match=message):
+        split_youtube_vis.main([str(path), '--out-dir', str(out)])
+    assert not out.exists()
+
+
+def test_split_refuses_annotations_of_unknown_videos(train_json, tmp_path):
+    ann = _load(train_json)
+    ann['annotations'][0]['video_id'] = 999
+    ann['annotations'][1]['video_id'] = 998
+    path = tmp_path / 'orphans.json'
+    path.write_text(json.dumps(ann))
+    first = ann['annotations'][0]['id']
+    message = (rf'orphans.json: 2 annotations refer to videos that are not '
+               rf"in 'videos' \(annotation ids \[{first},")
+    with pytest.raises(SystemExit, match=message):
+        split_youtube_vis.main([str(path), '--out-dir', str(tmp_path)])
+    assert not (tmp_path / 'train_sub.json').exists()

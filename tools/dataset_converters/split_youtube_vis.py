@@ -11,7 +11,9 @@ writes ``train_sub.json`` and ``val_sub.json`` next to the input (or in
 annotation ids. The split is seeded and category-balanced: categories are
 visited from the rarest, and each sends about ``val_ratio`` of its videos
 (always keeping one for training) to val; videos without annotations are
-split in the same ratio.
+split in the same ratio. A file that is not valid JSON, or whose
+annotations name videos it does not list, is refused with the file named:
+nothing is dropped silently.
 """
 import argparse
 import json
@@ -26,6 +28,34 @@ import numpy as np
 def _val_count(num: int, val_ratio: float) -> int:
     """Round ``num * val_ratio`` half up, keeping one item for training."""
     return min(int(np.floor(num * val_ratio + 0.5)), max(num - 1, 0))
+
+
+def _check_records(ann: dict) -> None:
+    """Check the keys the split reads; refuse annotations of unknown videos.
+    """
+    for key in ('videos', 'annotations'):
+        if not isinstance(ann[key], list):
+            raise ValueError(f"'{key}' must be a list")
+    for i, video in enumerate(ann['videos']):
+        if not isinstance(video, dict) or 'id' not in video:
+            raise ValueError(f"video #{i} has no 'id'")
+    video_ids = {video['id'] for video in ann['videos']}
+    unknown = []
+    for i, ann_info in enumerate(ann['annotations']):
+        if not isinstance(ann_info, dict) or not {
+                'video_id', 'category_id'
+        } <= set(ann_info):
+            raise ValueError(f"annotation #{i} needs 'video_id' and "
+                             "'category_id'")
+        if ann_info['video_id'] not in video_ids:
+            unknown.append(ann_info)
+    if unknown:
+        ids = [a.get('id', '?') for a in unknown[:5]]
+        videos = sorted({a['video_id'] for a in unknown}, key=str)[:5]
+        raise ValueError(
+            f'{len(unknown)} annotations refer to videos that are not in '
+            f"'videos' (annotation ids {ids}..., video ids {videos}...); "
+            'they would be dropped from both outputs: fix or remove them')
 
 
 def split_video_ids(ann: dict,
@@ -49,6 +79,7 @@ def split_video_ids(ann: dict,
             raise ValueError(
                 f"missing '{key}': only an annotated file (such as the "
                 'official train.json) can be split')
+    _check_records(ann)
     video_ids = [video['id'] for video in ann['videos']]
     videos_of_cat: Dict[int, List[int]] = defaultdict(list)
     cats_of_video: Dict[int, Set[int]] = defaultdict(set)
@@ -135,8 +166,17 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise SystemExit(f'refusing to overwrite the input {path}')
         if osp.exists(path) and not args.overwrite:
             raise SystemExit(f'{path} exists; pass --overwrite to replace it')
-    with open(args.ann_file, encoding='utf-8') as f:
-        ann = json.load(f)
+    if not osp.isfile(args.ann_file):
+        raise SystemExit(f'annotation file {args.ann_file} does not exist')
+    try:
+        with open(args.ann_file, encoding='utf-8') as f:
+            ann = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SystemExit(f'{args.ann_file} is not valid JSON: {e}')
+    if not isinstance(ann, dict):
+        raise SystemExit(f'{args.ann_file} must hold a JSON object with '
+                         f"'videos' and 'annotations', got a "
+                         f'{type(ann).__name__}')
     try:
         train_ids, val_ids = split_video_ids(ann, args.val_ratio, args.seed)
     except ValueError as e:
