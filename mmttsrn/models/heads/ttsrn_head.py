@@ -42,10 +42,22 @@ class TTSRNHead(BaseModule):
             the decoder's initial target (Mask2Former-style) instead of
             DETR's zeros. Off in the paper; it breaks the symmetry between
             slots early, which a model trained from scratch needs.
+        mask_pooling (bool): Add to the last decoder layer's embeddings, before
+            its class and box heads, the stride-4 backbone features averaged
+            under each slot's predicted mask (Mask2Former reads its classes
+            from mask-attended features in the same way). Off in the paper.
+            Trained from scratch, DETR's cross-attention stays near uniform
+            for thousands of iterations, so the class of a slot cannot see
+            its own instance; the mask head learns much sooner, and pooling
+            under its masks gives the class head that instance's features.
         input_proj_norm (dict, optional): Norm after the 1x1 input
             projection (the paper has none). A GroupNorm keeps the scale of
             a backbone trained from scratch next to the positional encoding.
-        loss_cls, loss_bbox, loss_iou, loss_mask, loss_dice (dict): Losses.
+        loss_cls (dict): Class loss over K+1 classes. As in mmdet's DETR, a
+            ``bg_cls_weight`` key gives the no-object weight and
+            ``class_weight`` (a number) the weight of every category, so the
+            K+1 weights follow ``num_classes``.
+        loss_bbox, loss_iou, loss_mask, loss_dice (dict): Losses.
         train_cfg (dict): ``matcher``: the instance sequence matcher config.
         test_cfg (dict): Unused by the head; the model reads it.
     """
@@ -67,10 +79,11 @@ class TTSRNHead(BaseModule):
                      hidden_channels=32),
                  mask_head: ConfigType = dict(type='SequenceMaskHead'),
                  query_content: bool = False,
+                 mask_pooling: bool = False,
                  input_proj_norm: OptConfigType = None,
                  loss_cls: ConfigType = dict(
                      type='CrossEntropyLoss', use_sigmoid=False,
-                     loss_weight=1.0),
+                     bg_cls_weight=0.1, loss_weight=1.0),
                  loss_bbox: ConfigType = dict(type='L1Loss', loss_weight=5.0),
                  loss_iou: ConfigType = dict(
                      type='GIoULoss', loss_weight=2.0),
@@ -113,6 +126,8 @@ class TTSRNHead(BaseModule):
         self.query_embed = nn.Embedding(num_frames * num_queries, embed_dims)
         self.query_feat = nn.Embedding(num_frames * num_queries,
                                        embed_dims) if query_content else None
+        self.mask_pool_proj = nn.Linear(in_channels[0], embed_dims) \
+            if mask_pooling else None
         self.cls_head = MODELS.build(
             dict(in_channels=embed_dims, out_channels=num_classes + 1,
                  **cls_head))
@@ -125,11 +140,35 @@ class TTSRNHead(BaseModule):
 
         self.matcher = TASK_UTILS.build(self.train_cfg.get(
             'matcher', dict(type='InstanceSequenceMatcher')))
-        self.loss_cls = MODELS.build(loss_cls)
+        self.loss_cls = MODELS.build(self._class_weighted(loss_cls))
         self.loss_bbox = MODELS.build(loss_bbox)
         self.loss_iou = MODELS.build(loss_iou)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
+
+    def _class_weighted(self, loss_cls: ConfigType) -> dict:
+        """``loss_cls`` with its K+1 class weights built from
+        ``bg_cls_weight`` (mmdet's DETR convention)."""
+        loss_cls = dict(loss_cls)
+        bg_cls_weight = loss_cls.pop('bg_cls_weight', None)
+        class_weight = loss_cls.get('class_weight', None)
+        if bg_cls_weight is not None:
+            fg_weight = 1.0 if class_weight is None else class_weight
+            if not isinstance(fg_weight, (int, float)):
+                raise ValueError(
+                    'loss_cls: with bg_cls_weight, class_weight must be one '
+                    f'number (the weight of every category), got '
+                    f'{class_weight}')
+            loss_cls['class_weight'] = [float(fg_weight)] * \
+                self.num_classes + [float(bg_cls_weight)]
+        elif class_weight is not None and \
+                len(class_weight) != self.num_classes + 1:
+            raise ValueError(
+                f'loss_cls.class_weight has {len(class_weight)} entries but '
+                f'num_classes={self.num_classes} needs {self.num_classes + 1}'
+                ' (the last one is no-object); set bg_cls_weight instead so '
+                'that the weights follow num_classes')
+        return loss_cls
 
     # ------------------------------------------------------------------ #
     # forward
@@ -182,9 +221,35 @@ class TTSRNHead(BaseModule):
         memory = memory.view(B, T, h, w, d).permute(0, 1, 4, 2, 3)
         mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
                                     [feats[2], feats[1], feats[0]])
+        if self.mask_pool_proj is not None:
+            last = hs[-1] + self.mask_pool_proj(
+                self._mask_pool(mask_preds, feats[0]))
+            cls_scores = torch.cat(
+                [cls_scores[:-1], self.cls_head(last)[None]])
+            bbox_preds = torch.cat(
+                [bbox_preds[:-1],
+                 self.reg_head(last).sigmoid()[None]])
         return dict(
             cls_scores=cls_scores, bbox_preds=bbox_preds,
             mask_preds=mask_preds)
+
+    @staticmethod
+    def _mask_pool(mask_preds: Tensor, feat: Tensor) -> Tensor:
+        """Average ``feat`` under each slot's soft mask.
+
+        Args:
+            mask_preds (Tensor): Mask logits (B, n, T, H4, W4).
+            feat (Tensor): Stride-4 features (B*T, C, H4, W4).
+
+        Returns:
+            Tensor: (B, n, T, C).
+        """
+        B, n, T = mask_preds.shape[:3]
+        weights = mask_preds.sigmoid()
+        feat = feat.view(B, T, *feat.shape[1:])
+        pooled = torch.einsum('bnthw,btchw->bntc', weights, feat)
+        area = weights.sum((-2, -1))[..., None]
+        return pooled / area.clamp(min=1.0)
 
     # ------------------------------------------------------------------ #
     # training
@@ -213,6 +278,14 @@ class TTSRNHead(BaseModule):
             m = len(uids)
             labels = torch.zeros(m, dtype=torch.long, device=device)
             labels[inv] = torch.cat([g.labels.to(device) for g in gts])
+            if m and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(
+                    f'video {frames[0].metainfo.get("video_id")} has gt '
+                    f'labels {sorted(set(labels.tolist()))} but the head has '
+                    f'num_classes={self.num_classes} (labels 0..'
+                    f'{self.num_classes - 1}; {self.num_classes} is '
+                    'no-object): set num_classes to the dataset\'s number '
+                    'of categories')
             # Boxes are normalised by each frame's unpadded size.
             sizes = torch.tensor(
                 [f.img_shape[::-1] for f in frames], device=device,
@@ -249,23 +322,36 @@ class TTSRNHead(BaseModule):
         The normaliser is the number of gt instance-frames in the batch,
         averaged over processes.
         """
+        # float32 also under autocast (bf16 rounds a count of 257 to 256).
         num_frames = sum(int(t['valid'].sum()) for t in targets)
-        avg_factor = reduce_mean(cls_scores.new_tensor(num_frames))
+        avg_factor = reduce_mean(
+            torch.tensor(
+                float(num_frames),
+                dtype=torch.float32,
+                device=cls_scores.device))
         avg_factor = avg_factor.clamp(min=1).item()
 
         losses = dict()
         num_layers = cls_scores.shape[0]
         for layer in range(num_layers):
+            # Only the last layer has masks to match on.
+            masks = mask_preds if layer == num_layers - 1 else \
+                [None] * len(targets)
             matches = [
-                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'])
-                for c, b, t in zip(cls_scores[layer], bbox_preds[layer],
-                                   targets)
+                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
+                                   mp, None if mp is None else t['masks'])
+                for c, b, mp, t in zip(cls_scores[layer], bbox_preds[layer],
+                                       masks, targets)
             ]
             layer_losses = self._loss_layer(
                 cls_scores[layer], bbox_preds[layer],
                 mask_preds if layer == num_layers - 1 else None, targets,
                 matches, avg_factor)
             prefix = '' if layer == num_layers - 1 else f'd{layer}.'
+            if layer == num_layers - 1:
+                # Read by CollapseMonitorHook to see how stable matching is.
+                self.last_matches = [(p.detach(), g.detach())
+                                     for p, g in matches]
             losses.update(
                 {prefix + k: v
                  for k, v in layer_losses.items()})
@@ -284,6 +370,8 @@ class TTSRNHead(BaseModule):
         """
         B, n, T = cls_scores.shape[:3]
         device = cls_scores.device
+        # Losses in float32, whatever the autocast dtype of the outputs.
+        cls_scores, bbox_preds = cls_scores.float(), bbox_preds.float()
         # Matched (video, slot) pairs and their gt sequences, batched.
         batch_inds = torch.cat([
             torch.full_like(p, b) for b, (p, _) in enumerate(matches)
@@ -303,9 +391,10 @@ class TTSRNHead(BaseModule):
                             device=device)
         labels[batch_inds, slot_inds] = torch.where(
             gt_valid, gt_labels[:, None], self.num_classes)
-        class_weight = cls_scores.new_tensor(
-            self.loss_cls.class_weight) if getattr(
-                self.loss_cls, 'class_weight', None) else None
+        class_weight = getattr(self.loss_cls, 'class_weight', None)
+        if class_weight is not None:
+            class_weight = torch.as_tensor(
+                class_weight, dtype=torch.float32, device=device)
         cls_avg = (class_weight[labels].sum() if class_weight is not None
                    else labels.new_tensor(labels.numel()).float())
         losses = dict(
@@ -333,7 +422,8 @@ class TTSRNHead(BaseModule):
                 [t['masks'][g] for t, (_, g) in zip(targets, matches)])
             gt_masks = gt_masks[gt_valid].flatten(1).float()
             pred_masks = F.interpolate(
-                pred_masks[:, None], size=targets[0]['masks'].shape[-2:],
+                pred_masks[:, None].float(),
+                size=targets[0]['masks'].shape[-2:],
                 mode='bilinear', align_corners=False).flatten(1)
             losses['loss_mask'] = self.loss_mask(
                 pred_masks, gt_masks,
