@@ -15,7 +15,9 @@ model = dict(
     backbone=dict(
         type='TwinsSVT',
         embed_dims=(64, 128, 256, 512),
-        depths=(1, 1, 5, 4),
+        # The paper's (1, 1, 5, 4) SSSA modules, each a locally-grouped and a
+        # global sub-sampled block: timm counts those blocks singly.
+        depths=(2, 2, 10, 8),
         num_heads=(2, 4, 8, 16),
         window_sizes=(7, 7, 7, 7),
         sr_ratios=(8, 4, 2, 1),
@@ -61,7 +63,8 @@ model = dict(
             type='CrossEntropyLoss',
             use_sigmoid=False,
             loss_weight=1.0,
-            class_weight=[1.0] * num_classes + [0.1]),
+            # No-object weight; the K+1 class weights follow num_classes.
+            bg_cls_weight=0.1),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0),
         loss_mask=dict(

@@ -117,6 +117,8 @@ class ClipTransformerEncoderLayer(nn.Module):
         feedforward_channels (int): Hidden width of the FFN.
         act_cfg (dict): FFN activation config. Defaults to GELU.
         dropout (float): Dropout rate. Defaults to 0.1.
+        pre_norm (bool): Normalise each sub-layer's input instead of the
+            residual sum (DETR's ``normalize_before``). Defaults to False.
     """
 
     def __init__(self,
@@ -124,8 +126,10 @@ class ClipTransformerEncoderLayer(nn.Module):
                  num_heads: int,
                  feedforward_channels: int,
                  act_cfg: ConfigType = dict(type='GELU'),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1,
+                 pre_norm: bool = False) -> None:
         super().__init__()
+        self.pre_norm = pre_norm
         self.self_attn = FusedMultiheadAttention(
             embed_dims, num_heads, dropout=dropout)
         self.linear1 = nn.Linear(embed_dims, feedforward_channels)
@@ -152,11 +156,20 @@ class ClipTransformerEncoderLayer(nn.Module):
         Returns:
             Tensor: Shape (B, S, d).
         """
+        if self.pre_norm:
+            src2 = self.norm1(src)
+            q = k = _with_pos(src2, pos)
+            src = src + self.dropout1(
+                self.self_attn(
+                    q, k, src2, key_padding_mask=src_key_padding_mask))
+            return src + self.dropout2(self._ffn(self.norm2(src)))
         q = k = _with_pos(src, pos)
         src2 = self.self_attn(q, k, src, key_padding_mask=src_key_padding_mask)
         src = self.norm1(src + self.dropout1(src2))
-        src2 = self.linear2(self.dropout(self.activation(self.linear1(src))))
-        return self.norm2(src + self.dropout2(src2))
+        return self.norm2(src + self.dropout2(self._ffn(src)))
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
 class ClipTransformerDecoderLayer(nn.Module):
@@ -168,6 +181,8 @@ class ClipTransformerDecoderLayer(nn.Module):
         feedforward_channels (int): Hidden width of the FFN.
         act_cfg (dict): FFN activation config. Defaults to GELU.
         dropout (float): Dropout rate. Defaults to 0.1.
+        pre_norm (bool): Normalise each sub-layer's input instead of the
+            residual sum (DETR's ``normalize_before``). Defaults to False.
     """
 
     def __init__(self,
@@ -175,8 +190,10 @@ class ClipTransformerDecoderLayer(nn.Module):
                  num_heads: int,
                  feedforward_channels: int,
                  act_cfg: ConfigType = dict(type='GELU'),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1,
+                 pre_norm: bool = False) -> None:
         super().__init__()
+        self.pre_norm = pre_norm
         self.self_attn = FusedMultiheadAttention(
             embed_dims, num_heads, dropout=dropout)
         self.multihead_attn = FusedMultiheadAttention(
@@ -211,6 +228,18 @@ class ClipTransformerDecoderLayer(nn.Module):
         Returns:
             Tensor: Shape (B, Q, d).
         """
+        if self.pre_norm:
+            tgt2 = self.norm1(tgt)
+            q = k = _with_pos(tgt2, query_pos)
+            tgt = tgt + self.dropout1(self.self_attn(q, k, tgt2))
+            tgt2 = self.norm2(tgt)
+            tgt = tgt + self.dropout2(
+                self.multihead_attn(
+                    _with_pos(tgt2, query_pos),
+                    _with_pos(memory, pos),
+                    memory,
+                    key_padding_mask=memory_key_padding_mask))
+            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
         q = k = _with_pos(tgt, query_pos)
         tgt2 = self.self_attn(q, k, tgt)
         tgt = self.norm1(tgt + self.dropout1(tgt2))
@@ -220,13 +249,15 @@ class ClipTransformerDecoderLayer(nn.Module):
             memory,
             key_padding_mask=memory_key_padding_mask)
         tgt = self.norm2(tgt + self.dropout2(tgt2))
-        tgt2 = self.linear2(self.dropout(self.activation(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout3(tgt2))
+        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+
+    def _ffn(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
 class ClipTransformerEncoder(nn.Module):
-    """Stack of :class:`ClipTransformerEncoderLayer` (post-norm, no final
-    norm, as DETR).
+    """Stack of :class:`ClipTransformerEncoderLayer`; as in DETR, a final
+    norm only for pre-norm layers (post-norm layers end in one).
 
     Args:
         layer (ClipTransformerEncoderLayer): Layer to replicate.
@@ -238,6 +269,8 @@ class ClipTransformerEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             copy.deepcopy(layer) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(layer.norm1.normalized_shape) \
+            if layer.pre_norm else None
 
     def forward(self,
                 src: Tensor,
@@ -251,7 +284,7 @@ class ClipTransformerEncoder(nn.Module):
         """
         for layer in self.layers:
             src = layer(src, src_key_padding_mask, pos)
-        return src
+        return src if self.norm is None else self.norm(src)
 
 
 class ClipTransformerDecoder(nn.Module):
@@ -318,6 +351,8 @@ class ClipTransformer(BaseModule):
         act_cfg (dict): FFN activation config. Defaults to GELU.
         return_intermediate (bool): Return every decoder layer's output.
             Defaults to True.
+        pre_norm (bool): Pre-norm layers (DETR's ``normalize_before``)
+            instead of the paper's post-norm. Defaults to False.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -330,6 +365,7 @@ class ClipTransformer(BaseModule):
                  dropout: float = 0.1,
                  act_cfg: ConfigType = dict(type='GELU'),
                  return_intermediate: bool = True,
+                 pre_norm: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
@@ -339,7 +375,8 @@ class ClipTransformer(BaseModule):
             num_heads=num_heads,
             feedforward_channels=feedforward_channels,
             act_cfg=act_cfg,
-            dropout=dropout)
+            dropout=dropout,
+            pre_norm=pre_norm)
         self.encoder = ClipTransformerEncoder(
             ClipTransformerEncoderLayer(**layer_cfg), num_encoder_layers)
         self.decoder = ClipTransformerDecoder(

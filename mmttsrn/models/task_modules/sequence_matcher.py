@@ -3,9 +3,11 @@
 Follows VisTR: a prediction is the same instance slot across the T frames of
 a clip and is matched as a whole to one ground-truth instance sequence.
 """
-from typing import Tuple
+import warnings
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from scipy.optimize import linear_sum_assignment
@@ -20,23 +22,35 @@ class InstanceSequenceMatcher:
 
     The cost of pairing prediction i with ground truth g is the mean, over
     the frames where g is present, of
-    ``-cls_weight * p_i,t(label_g) + l1_weight * |b_i,t - b_g,t|_1
-    - giou_weight * GIoU(b_i,t, b_g,t)``.
-    Frames where g is absent do not enter its cost.
+    ``-cls_weight * p_i,t(label_g) + l1_weight * mean|b_i,t - b_g,t|
+    - giou_weight * GIoU(b_i,t, b_g,t)``, the L1 distance averaged over the
+    4 box coordinates as in VisTR and the TT-SRN reference code (mmdet's
+    DETR sums them: its L1 cost is 4x larger for the same weight).
+    Frames where g is absent do not enter its cost. A clip with more gt
+    instances than slots matches as many as there are slots (those of least
+    cost); the others go unsupervised, with a warning the first time.
 
     Args:
         cls_weight (float): Weight of the class cost. Defaults to 1.0.
         l1_weight (float): Weight of the L1 box cost. Defaults to 5.0.
         giou_weight (float): Weight of the GIoU cost. Defaults to 2.0.
+        dice_weight (float): Weight of a dice cost between the predicted and
+            gt masks, used where masks are given (the last decoder layer).
+            0 in the paper; Mask2Former matches on masks, which keeps the
+            assignment of a slot stable while boxes are still poor.
+            Defaults to 0.0.
     """
 
     def __init__(self,
                  cls_weight: float = 1.0,
                  l1_weight: float = 5.0,
-                 giou_weight: float = 2.0) -> None:
+                 giou_weight: float = 2.0,
+                 dice_weight: float = 0.0) -> None:
         self.cls_weight = cls_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
+        self.dice_weight = dice_weight
+        self._warned_crowded = False
 
     @staticmethod
     def _check_inputs(cls_scores: Tensor, bbox_preds: Tensor,
@@ -59,18 +73,20 @@ class InstanceSequenceMatcher:
         if gt_valid.shape != (m, num_frames):
             raise ValueError(f'gt_valid must have shape ({m}, {num_frames}),'
                              f' got {tuple(gt_valid.shape)}')
-        if m > n:
-            raise ValueError(f'{m} ground-truth instances cannot be matched '
-                             f'to only {n} predicted instance sequences; '
-                             'use more instance queries')
         empty = (~gt_valid.bool().any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f'ground-truth instance {empty[0]} is absent in '
                              'every frame of the clip (gt_valid all False)')
 
     @torch.no_grad()
-    def cost(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
-             gt_bboxes: Tensor, gt_valid: Tensor) -> Tensor:
+    def cost(self,
+             cls_scores: Tensor,
+             bbox_preds: Tensor,
+             gt_labels: Tensor,
+             gt_bboxes: Tensor,
+             gt_valid: Tensor,
+             mask_preds: Optional[Tensor] = None,
+             gt_masks: Optional[Tensor] = None) -> Tensor:
         """Matching cost between every prediction and ground-truth sequence.
 
         Args:
@@ -80,6 +96,9 @@ class InstanceSequenceMatcher:
             gt_bboxes (Tensor): Normalised cxcywh boxes (m, T, 4).
             gt_valid (Tensor): Bool (m, T), False where the instance is
                 absent from the frame.
+            mask_preds (Tensor, optional): Mask logits (n, T, h, w); with
+                ``gt_masks``, adds the dice cost.
+            gt_masks (Tensor, optional): (m, T, H, W) bool.
 
         Returns:
             Tensor: Cost matrix (n, m).
@@ -91,11 +110,12 @@ class InstanceSequenceMatcher:
         if m == 0:
             return cls_scores.new_zeros((n, 0))
         # (n, T, m) -> (n, m, T): probability of each gt's class.
-        prob = cls_scores.softmax(-1)[..., gt_labels.long()]
+        # float32 also under autocast: costs of near ties decide matches.
+        prob = cls_scores.float().softmax(-1)[..., gt_labels.long()]
         cls_cost = -prob.permute(0, 2, 1)
-        pred = bbox_preds[:, None].expand(n, m, num_frames, 4)
-        gt = gt_bboxes[None].to(bbox_preds).expand(n, m, num_frames, 4)
-        l1_cost = (pred - gt).abs().sum(-1)
+        pred = bbox_preds.float()[:, None].expand(n, m, num_frames, 4)
+        gt = gt_bboxes.float()[None].expand(n, m, num_frames, 4)
+        l1_cost = (pred - gt).abs().mean(-1)
         giou = bbox_overlaps(
             bbox_cxcywh_to_xyxy(pred),
             bbox_cxcywh_to_xyxy(gt),
@@ -104,29 +124,56 @@ class InstanceSequenceMatcher:
         frame_cost = (
             self.cls_weight * cls_cost + self.l1_weight * l1_cost -
             self.giou_weight * giou)
+        if self.dice_weight and mask_preds is not None:
+            frame_cost = frame_cost + self.dice_weight * self._dice_cost(
+                mask_preds, gt_masks)
         # where() rather than a product: absent frames may hold junk (even
         # non-finite) boxes that must not reach the mean.
         valid = gt_valid.bool()[None]
         frame_cost = torch.where(valid, frame_cost, frame_cost.new_zeros(()))
         return frame_cost.sum(-1) / valid.sum(-1)
 
+    @staticmethod
+    def _dice_cost(mask_preds: Tensor, gt_masks: Tensor) -> Tensor:
+        """Dice cost per frame (n, m, T), gt masks resized to the
+        predictions' size (their area fractions are kept)."""
+        pred = mask_preds.float().sigmoid().flatten(2)  # (n, T, hw)
+        gt = F.adaptive_avg_pool2d(gt_masks.float(),
+                                   mask_preds.shape[-2:]).flatten(2)
+        inter = torch.einsum('ntp,mtp->nmt', pred, gt)
+        total = pred.sum(-1)[:, None] + gt.sum(-1)[None]
+        return 1 - (2 * inter + 1) / (total + 1)
+
     @torch.no_grad()
-    def match(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
-              gt_bboxes: Tensor, gt_valid: Tensor) -> Tuple[Tensor, Tensor]:
+    def match(self,
+              cls_scores: Tensor,
+              bbox_preds: Tensor,
+              gt_labels: Tensor,
+              gt_bboxes: Tensor,
+              gt_valid: Tensor,
+              mask_preds: Optional[Tensor] = None,
+              gt_masks: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Assign one prediction sequence to every ground-truth sequence.
 
         The arguments are those of :meth:`cost`.
 
         Returns:
             tuple[Tensor, Tensor]: ``(pred_inds, gt_inds)``, LongTensors of
-            length m on the input device, sorted by ``pred_inds``.
+            length min(n, m) on the input device, sorted by ``pred_inds``.
         """
         cost = self.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
-                         gt_valid)
+                         gt_valid, mask_preds, gt_masks)
         device = cls_scores.device
         if cost.shape[1] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return empty, empty.clone()
+        if cost.shape[1] > cost.shape[0] and not self._warned_crowded:
+            warnings.warn(
+                f'a clip has {cost.shape[1]} ground-truth instances but the '
+                f'head has only {cost.shape[0]} instance slots; the extra '
+                'instances are not supervised (raise num_queries to cover '
+                'them). This warning is shown once.')
+            self._warned_crowded = True
         pred_inds, gt_inds = linear_sum_assignment(cost.float().cpu().numpy())
         return (torch.as_tensor(pred_inds, dtype=torch.long, device=device),
                 torch.as_tensor(gt_inds, dtype=torch.long, device=device))

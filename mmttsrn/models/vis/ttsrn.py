@@ -137,7 +137,8 @@ class TTSRN(BaseMOTModel):
         """Scores, labels, masks and boxes of the kept tracks, per frame.
 
         Category: majority vote over the frames a track covers; score: mean
-        over those frames of the highest class probability.
+        over those frames of the highest class probability. Tracks with an
+        empty mask in every frame are dropped.
         """
         covered = tracks['covered']  # (N, L)
         max_probs, frame_labels = tracks['cls_probs'].max(-1)
@@ -146,11 +147,18 @@ class TTSRN(BaseMOTModel):
         votes = F.one_hot(frame_labels, self.num_classes) * covered[..., None]
         labels = votes.sum(1).argmax(1)
 
+        # A track whose mask is empty in every frame it covers cannot match
+        # anything: drop it before it takes one of the top-k places.
+        mask_thr = self.test_cfg['mask_thr']
+        has_mask = ((tracks['mask_probs'] > mask_thr).flatten(2).any(-1)
+                    & covered).any(1)
+        ranked = scores.masked_fill(~has_mask, -1)
         # The best max_per_video tracks above score_thr, best first (one
         # host-device sync, for the number kept).
-        order = scores.argsort(descending=True, stable=True)
+        order = ranked.argsort(descending=True, stable=True)
         order = order[:self.test_cfg['max_per_video']]
-        keep = order[scores[order] > self.test_cfg['score_thr']]
+        keep = order[(ranked[order] > self.test_cfg['score_thr'])
+                     & has_mask[order]]
 
         frame0 = sample.video_data_samples[0]
         img_h, img_w = frame0.img_shape[:2]
@@ -168,7 +176,7 @@ class TTSRN(BaseMOTModel):
         else:
             masks = masks.new_zeros(0, covered.shape[1], out_h, out_w)
         # Frames a track does not cover get empty masks.
-        masks = (masks > self.test_cfg['mask_thr']) & \
+        masks = (masks > mask_thr) & \
             covered[keep][..., None, None]
         bboxes = bbox_cxcywh_to_xyxy(tracks['bboxes'][keep]) * \
             masks.new_tensor([out_w, out_h, out_w, out_h], dtype=torch.float)

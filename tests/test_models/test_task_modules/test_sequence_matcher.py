@@ -1,4 +1,5 @@
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -56,7 +57,8 @@ def _naive_cost(cls_scores,
             for t in gt_valid[g].nonzero().flatten().tolist():
                 p = prob[i, t, gt_labels[g]].item()
                 a, b = bbox_preds[i, t].tolist(), gt_bboxes[g, t].tolist()
-                l1 = sum(abs(x - y) for x, y in zip(a, b))
+                # VisTR: L1 averaged over the 4 coordinates.
+                l1 = sum(abs(x - y) for x, y in zip(a, b)) / 4
                 terms.append(-weights[0] * p + weights[1] * l1 -
                              weights[2] * _giou(a, b))
             cost[i, g] = sum(terms) / len(terms)
@@ -136,10 +138,25 @@ def test_cost_weights_read_from_args():
     assert (parts[0] <= 0).all()
 
 
+def test_crowded_clip_matches_as_many_as_slots_and_warns_once():
+    matcher = InstanceSequenceMatcher()
+    problem = _problem(2, 3, 2)
+    with pytest.warns(UserWarning, match='3 ground-truth instances but'):
+        pred_inds, gt_inds = matcher.match(*problem)
+    assert pred_inds.tolist() == [0, 1]
+    assert len(set(gt_inds.tolist())) == 2
+    # The pair chosen is the one of least total cost.
+    cost = matcher.cost(*problem)
+    best = min(cost[0, a] + cost[1, b] for a in range(3) for b in range(3)
+               if a != b)
+    torch.testing.assert_close(cost[pred_inds, gt_inds].sum(), best)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        matcher.match(*problem)
+
+
 def test_bad_inputs_raise():
     matcher = InstanceSequenceMatcher()
-    with pytest.raises(ValueError, match='3 ground-truth instances'):
-        matcher.match(*_problem(2, 3, 2))
     problem = list(_problem(4, 3, 2))
     problem[4][1] = False
     with pytest.raises(ValueError, match='instance 1 is absent'):

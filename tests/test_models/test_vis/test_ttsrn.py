@@ -47,7 +47,7 @@ def tiny_model_cfg(num_frames=3, num_classes=3, num_queries=2):
                 type='CrossEntropyLoss',
                 use_sigmoid=False,
                 loss_weight=1.0,
-                class_weight=[1.0] * num_classes + [0.1])),
+                bg_cls_weight=0.1)),
         test_cfg=dict(
             max_per_video=3,
             linker=dict(type='WindowLinker', overlap=2)))

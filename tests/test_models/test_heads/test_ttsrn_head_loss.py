@@ -1,0 +1,167 @@
+"""TTSRNHead's set loss against a hand computation, and its config checks."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample, TrackDataSample
+from mmdet.structures.mask import BitmapMasks
+from mmengine.structures import InstanceData
+
+import mmttsrn  # noqa: F401
+
+
+def _head(num_classes=2, **kwargs):
+    cfg = dict(
+        type='TTSRNHead',
+        num_classes=num_classes,
+        num_frames=2,
+        num_queries=2,
+        in_channels=[8, 16, 32, 64],
+        embed_dims=48,
+        transformer=dict(
+            type='ClipTransformer',
+            num_heads=4,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+            feedforward_channels=64),
+        mask_head=dict(
+            type='SequenceMaskHead',
+            num_heads=4,
+            num_groups=1,
+            conv3d_channels=(4, ),
+            conv3d_groups=2))
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def _bce(logit, target):
+    p = 1 / (1 + math.exp(-logit))
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p)), p
+
+
+def test_two_slot_loss_equals_hand_computation():
+    head = _head()
+    K = 2
+    # One gt instance of class 1, present in both frames; slot 1 predicts its
+    # boxes exactly, so the matcher must give it slot 1.
+    gt_box = torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.4, 0.5, 0.4, 0.2]])
+    gt_masks = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
+    gt_masks[0, 0, 0, 0] = gt_masks[0, 1, 1, 1] = True
+    target = dict(
+        labels=torch.tensor([1]),
+        bboxes=gt_box[None],
+        valid=torch.ones(1, 2, dtype=torch.bool),
+        masks=gt_masks)
+    cls = torch.tensor([[[0.2, -0.1, 0.3], [0.0, 0.5, -0.4]],
+                        [[0.1, 0.9, -0.2], [-0.3, 1.2, 0.1]]])  # (n, T, 3)
+    cls_scores = torch.stack([cls, cls * 2])[:, None]  # (L=2, B=1, n, T, 3)
+    boxes = torch.stack([
+        torch.tensor([[0.2, 0.2, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1]]),
+        gt_box + torch.tensor([[0.02, 0.0, 0.0, 0.0], [0.0, 0.0, 0.04,
+                                                       0.0]])
+    ])
+    bbox_preds = torch.stack([boxes, boxes])[:, None]
+    mask_logits = torch.tensor([[[1.0, -1.0], [0.5, -2.0]],
+                                [[-0.5, 0.2], [0.3, 2.0]]])  # (T, 2, 2)
+    mask_preds = torch.zeros(1, 2, 2, 2, 2)
+    mask_preds[0, 1] = mask_logits
+
+    losses = head.loss_by_feat(cls_scores, bbox_preds, mask_preds, [target])
+
+    assert set(losses) == {
+        'loss_cls', 'loss_bbox', 'loss_iou', 'loss_mask', 'loss_dice',
+        'd0.loss_cls', 'd0.loss_bbox', 'd0.loss_iou'
+    }
+    # Class: slot 0 is no-object (index K, weight 0.1) in both frames,
+    # slot 1 is class 1 (weight 1); weighted mean over the 4 slot-frames.
+    for key, scale in (('d0.loss_cls', 1.0), ('loss_cls', 2.0)):
+        num = den = 0.0
+        for slot in range(2):
+            for t in range(2):
+                logits = [scale * v for v in cls[slot, t].tolist()]
+                label = K if slot == 0 else 1
+                weight = 0.1 if label == K else 1.0
+                ce = math.log(sum(math.exp(v) for v in logits)) - logits[label]
+                num += weight * ce
+                den += weight
+        assert losses[key].item() == pytest.approx(num / den, rel=1e-5)
+    # Boxes of slot 1, normalised by the 2 gt instance-frames.
+    l1 = (0.02 + 0.04) / 2
+    assert losses['loss_bbox'].item() == pytest.approx(5.0 * l1, rel=1e-4)
+
+    def giou(a, b):
+        ax0, ay0, ax1, ay1 = a[0] - a[2] / 2, a[1] - a[3] / 2, \
+            a[0] + a[2] / 2, a[1] + a[3] / 2
+        bx0, by0, bx1, by1 = b[0] - b[2] / 2, b[1] - b[3] / 2, \
+            b[0] + b[2] / 2, b[1] + b[3] / 2
+        inter = max(0, min(ax1, bx1) - max(ax0, bx0)) * max(
+            0, min(ay1, by1) - max(ay0, by0))
+        union = a[2] * a[3] + b[2] * b[3] - inter
+        hull = (max(ax1, bx1) - min(ax0, bx0)) * (max(ay1, by1) -
+                                                  min(ay0, by0))
+        return inter / union - (hull - union) / hull
+
+    iou_loss = sum(1 - giou(boxes[1, t].tolist(), gt_box[t].tolist())
+                   for t in range(2)) / 2
+    assert losses['loss_iou'].item() == pytest.approx(
+        2.0 * iou_loss, rel=1e-4)
+    # Masks: sigmoid focal (alpha 0.25, gamma 2) summed over pixels and
+    # divided by (instance-frames * pixels); naive dice (eps 1) per mask,
+    # divided by the instance-frames.
+    focal = dice = 0.0
+    for t in range(2):
+        inter = psum = gsum = 0.0
+        for y in range(2):
+            for x in range(2):
+                g = float(gt_masks[0, t, y, x])
+                bce, p = _bce(mask_logits[t, y, x].item(), g)
+                pt = (1 - p) * g + p * (1 - g)
+                focal += bce * (0.25 * g + 0.75 * (1 - g)) * pt**2
+                inter, psum, gsum = inter + p * g, psum + p, gsum + g
+        dice += 1 - (2 * inter + 1) / (psum + gsum + 1)
+    assert losses['loss_mask'].item() == pytest.approx(
+        focal / (2 * 4), rel=1e-4)
+    assert losses['loss_dice'].item() == pytest.approx(dice / 2, rel=1e-4)
+
+
+def test_class_weights_follow_num_classes():
+    head = _head(num_classes=7)
+    assert head.loss_cls.class_weight == [1.0] * 7 + [0.1]
+    head = _head(
+        num_classes=3,
+        loss_cls=dict(
+            type='CrossEntropyLoss', bg_cls_weight=0.2, class_weight=2.0))
+    assert head.loss_cls.class_weight == [2.0] * 3 + [0.2]
+    with pytest.raises(ValueError, match='num_classes=3 needs 4'):
+        _head(
+            num_classes=3,
+            loss_cls=dict(
+                type='CrossEntropyLoss', class_weight=[1.0] * 5 + [0.1]))
+
+
+def _video(labels, h=32, w=32):
+    frames = []
+    for t in range(2):
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(h, w), batch_input_shape=(h, w), video_id=7))
+        masks = np.zeros((len(labels), h, w), np.uint8)
+        masks[:, 4:12, 4:12] = 1
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[4., 4., 12., 12.]] * len(labels)),
+            labels=torch.tensor(labels),
+            instances_ids=torch.arange(len(labels)),
+            masks=BitmapMasks(masks, h, w))
+        frames.append(sample)
+    video = TrackDataSample()
+    video.video_data_samples = frames
+    return video
+
+
+def test_labels_outside_num_classes_are_refused():
+    head = _head(num_classes=2)
+    head.get_targets([_video([0, 1])], torch.device('cpu'))
+    with pytest.raises(ValueError, match='video 7 has gt labels .* 2'):
+        head.get_targets([_video([0, 2])], torch.device('cpu'))
