@@ -1,5 +1,4 @@
 """Twins-SVT backbone built from timm's ``Twins`` implementation."""
-import logging
 from collections.abc import Mapping
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -67,6 +66,13 @@ def convert_twins_state_dict(state_dict: Mapping) -> Dict[str, Tensor]:
     return converted
 
 
+def _summarise(keys: Sequence[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, and how many more there are."""
+    shown = ', '.join(keys[:limit]) or 'none'
+    return shown + (f' and {len(keys) - limit} more'
+                    if len(keys) > limit else '')
+
+
 @MODELS.register_module()
 class TwinsSVT(BaseModule):
     """Twins-SVT backbone (`Twins: Revisiting the Design of Spatial Attention
@@ -81,7 +87,11 @@ class TwinsSVT(BaseModule):
     Args:
         embed_dims (Sequence[int]): Channels of each stage.
             Defaults to (64, 128, 256, 512).
-        depths (Sequence[int]): Blocks per stage. Defaults to (1, 1, 5, 4).
+        depths (Sequence[int]): Blocks per stage, as timm counts them:
+            single blocks alternating locally-grouped and global attention.
+            The paper's depths (1, 1, 5, 4) count SSSA modules of one block
+            of each kind, i.e. timm depths (2, 2, 10, 8); ImageNet
+            Twins-SVT-S is (2, 2, 10, 4). Defaults to (2, 2, 10, 8).
         num_heads (Sequence[int]): Attention heads per stage.
             Defaults to (2, 4, 8, 16).
         mlp_ratios (Sequence[float]): MLP hidden ratio per stage.
@@ -106,7 +116,7 @@ class TwinsSVT(BaseModule):
 
     def __init__(self,
                  embed_dims: Sequence[int] = (64, 128, 256, 512),
-                 depths: Sequence[int] = (1, 1, 5, 4),
+                 depths: Sequence[int] = (2, 2, 10, 8),
                  num_heads: Sequence[int] = (2, 4, 8, 16),
                  mlp_ratios: Sequence[float] = (4, 4, 4, 4),
                  sr_ratios: Sequence[int] = (8, 4, 2, 1),
@@ -214,19 +224,30 @@ class TwinsSVT(BaseModule):
         except RuntimeError as err:
             raise RuntimeError(
                 f'TwinsSVT cannot load {checkpoint}: {err}') from err
+        # Stages after the last output are not built, so their weights are
+        # expected to be left over; any other mismatch means the file is for
+        # another depth or width (e.g. paper depths vs. ImageNet Twins-SVT-S)
+        # and loading it half would train a silently different backbone.
+        unexpected = [
+            k for k in unexpected
+            if not self._is_unbuilt_stage_key(k)
+        ]
+        if missing or unexpected:
+            raise RuntimeError(
+                f'TwinsSVT cannot load {checkpoint}: it does not fit the '
+                f'configured stages (depths, embed_dims). Missing keys: '
+                f'{_summarise(missing)}; unexpected keys: '
+                f'{_summarise(unexpected)}')
         print_log(
             f'TwinsSVT loaded pretrained weights from {checkpoint}',
             logger='current')
-        if missing:
-            print_log(
-                f'TwinsSVT missing keys: {missing}',
-                logger='current',
-                level=logging.WARNING)
-        if unexpected:
-            print_log(
-                f'TwinsSVT unexpected keys: {unexpected}',
-                logger='current',
-                level=logging.WARNING)
+
+    def _is_unbuilt_stage_key(self, key: str) -> bool:
+        """Whether ``key`` belongs to a stage after the last output."""
+        parts = key.split('.')
+        return (parts[0] in ('patch_embeds', 'pos_drops', 'blocks',
+                             'pos_block') and len(parts) > 1
+                and parts[1].isdigit() and int(parts[1]) >= self.num_stages)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """Extract multi-scale features.
