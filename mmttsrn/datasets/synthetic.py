@@ -1,15 +1,17 @@
 """A generator of small synthetic datasets in the official YouTube-VIS format.
 
-The videos show coloured shapes (one colour family per category) that move,
-scale, rotate, occlude each other and enter or leave the frame, on textured
-backgrounds. They are small and fast to make, so that the whole training and
-evaluation path can be exercised (and a tiny model can learn something)
-without downloading YouTube-VIS.
+The videos show coloured shapes that move, scale, rotate, occlude each other
+and enter or leave the frame, on textured backgrounds. By default each
+category has its own colour family (an easy set: colour gives the class);
+with ``colour='instance'`` every instance gets a random colour, so that only
+the shape gives the class. They are small and fast to make, so that the
+whole training and evaluation path can be exercised (and a tiny model can
+learn something) without downloading YouTube-VIS.
 """
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import mmcv
@@ -35,6 +37,7 @@ _CATEGORY_COLOURS = {
     4: (235, 200, 30),
 }
 _SPLITS = ('train', 'valid')
+_COLOUR_MODES = ('category', 'instance')
 
 
 def _convex_polygon_mask(vertices: np.ndarray, xx: np.ndarray,
@@ -131,7 +134,7 @@ def _background(rng: np.random.Generator, height: int,
 
 
 def _instance_track(rng: np.random.Generator, length: int, height: int,
-                    width: int) -> dict:
+                    width: int, colour_mode: str) -> dict:
     """Random motion parameters of one instance over a video.
 
     Args:
@@ -139,6 +142,8 @@ def _instance_track(rng: np.random.Generator, length: int, height: int,
         length (int): Number of frames.
         height (int): Frame height.
         width (int): Frame width.
+        colour_mode (str): ``'category'`` (the category's colour, jittered)
+            or ``'instance'`` (any colour).
 
     Returns:
         dict: category_id, colour, per-frame centre (T, 2), radius (T,),
@@ -146,9 +151,12 @@ def _instance_track(rng: np.random.Generator, length: int, height: int,
     """
     size = min(height, width)
     category_id = int(rng.integers(1, len(SYNTHETIC_VIS_CATEGORIES) + 1))
-    colour = np.clip(
-        np.array(_CATEGORY_COLOURS[category_id]) +
-        rng.integers(-25, 26, size=3), 0, 255)
+    if colour_mode == 'category':
+        colour = np.clip(
+            np.array(_CATEGORY_COLOURS[category_id]) +
+            rng.integers(-25, 26, size=3), 0, 255)
+    else:
+        colour = rng.integers(0, 256, size=3)
     t = np.arange(length)
     centre = (
         rng.uniform(0.1, 0.9, size=2) * (width, height) +
@@ -170,8 +178,8 @@ def _instance_track(rng: np.random.Generator, length: int, height: int,
 
 
 def _render_video(rng: np.random.Generator, length: int, height: int,
-                  width: int,
-                  max_instances: int) -> Tuple[List[np.ndarray], List[dict]]:
+                  width: int, max_instances: int,
+                  colour_mode: str) -> Tuple[List[np.ndarray], List[dict]]:
     """Render the frames and per-instance masks of one video.
 
     Instances are drawn back to front; a drawn shape removes its pixels from
@@ -183,6 +191,7 @@ def _render_video(rng: np.random.Generator, length: int, height: int,
         height (int): Frame height H.
         width (int): Frame width W.
         max_instances (int): Largest number of instances.
+        colour_mode (str): See :func:`_instance_track`.
 
     Returns:
         tuple: The frames (T uint8 RGB arrays of shape (H, W, 3)) and, per
@@ -191,7 +200,7 @@ def _render_video(rng: np.random.Generator, length: int, height: int,
     """
     num_instances = int(rng.integers(1, max_instances + 1))
     tracks = [
-        _instance_track(rng, length, height, width)
+        _instance_track(rng, length, height, width, colour_mode)
         for _ in range(num_instances)
     ]
     background = _background(rng, height, width)
@@ -225,19 +234,20 @@ def _encode(mask: np.ndarray) -> dict:
 
 def _make_split(out_dir: str, split: str, num_videos: int, seed: int,
                 frames_range: Sequence[int], size_range: Sequence[int],
-                max_instances: int, jpeg_quality: int) -> dict:
+                width_range: Sequence[int], max_instances: int,
+                colour_mode: str, jpeg_quality: int) -> dict:
     """Render one split, write its frames and return its annotation dict."""
     videos, annotations = [], []
     for index in range(num_videos):
         rng = np.random.default_rng([seed, _SPLITS.index(split), index])
         length = int(rng.integers(frames_range[0], frames_range[1] + 1))
         height, width = (
-            int(v)
-            for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+            int(rng.integers(low, high + 1))
+            for low, high in (size_range, width_range))
         name = _video_name(split, index)
         for _ in range(100):
             frames, instances = _render_video(rng, length, height, width,
-                                              max_instances)
+                                              max_instances, colour_mode)
             instances = [ins for ins in instances if ins['masks'].any()]
             if instances:
                 break
@@ -303,7 +313,9 @@ def make_synthetic_vis(out_dir: str,
                        seed: int = 0,
                        frames_range: Sequence[int] = (4, 12),
                        size_range: Sequence[int] = (64, 128),
+                       width_range: Optional[Sequence[int]] = None,
                        max_instances: int = 3,
+                       colour: str = 'category',
                        jpeg_quality: int = 95,
                        overwrite: bool = False) -> Dict[str, str]:
     """Write a synthetic dataset in the official YouTube-VIS layout.
@@ -332,9 +344,15 @@ def make_synthetic_vis(out_dir: str,
         seed (int): Random seed. Defaults to 0.
         frames_range (Sequence[int]): Inclusive (min, max) number of frames
             per video. Defaults to (4, 12).
-        size_range (Sequence[int]): Inclusive (min, max) frame height and
-            width in pixels, drawn independently. Defaults to (64, 128).
+        size_range (Sequence[int]): Inclusive (min, max) frame height (and
+            width, unless ``width_range`` is given) in pixels, drawn
+            independently. Defaults to (64, 128).
+        width_range (Sequence[int], optional): Inclusive (min, max) frame
+            width. Defaults to ``size_range``.
         max_instances (int): Most instances per video. Defaults to 3.
+        colour (str): ``'category'``: each category has its own colour
+            family; ``'instance'``: each instance has a random colour, so
+            only the shape tells the category. Defaults to 'category'.
         jpeg_quality (int): JPEG quality of the frames. Defaults to 95.
         overwrite (bool): Replace files of an earlier run. Without it, the
             generator refuses to write over any existing annotation file or
@@ -349,6 +367,11 @@ def make_synthetic_vis(out_dir: str,
                          f'{num_train_videos} and {num_val_videos}')
     _check_range('frames_range', frames_range, 1)
     _check_range('size_range', size_range, 8)
+    width_range = size_range if width_range is None else width_range
+    _check_range('width_range', width_range, 8)
+    if colour not in _COLOUR_MODES:
+        raise ValueError(f'colour must be one of {_COLOUR_MODES}, got '
+                         f'{colour!r}')
     if max_instances < 1:
         raise ValueError(f'max_instances must be >= 1, got {max_instances}')
     ann_dir = osp.join(out_dir, 'annotations')
@@ -374,7 +397,8 @@ def make_synthetic_vis(out_dir: str,
     os.makedirs(ann_dir, exist_ok=True)
     for split in _SPLITS:
         data = _make_split(out_dir, split, counts[split], seed, frames_range,
-                           size_range, max_instances, jpeg_quality)
+                           size_range, width_range, max_instances, colour,
+                           jpeg_quality)
         _dump(data, ann_files[split])
         if split == 'valid':
             data.pop('annotations')

@@ -33,7 +33,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs=2,
         default=(64, 128),
         metavar=('MIN', 'MAX'),
-        help='frame height and width in pixels, inclusive range')
+        help='frame height (and width, unless --width is given) in pixels, '
+        'inclusive range')
+    parser.add_argument(
+        '--width',
+        type=int,
+        nargs=2,
+        metavar=('MIN', 'MAX'),
+        help='frame width in pixels, inclusive range (default: --size)')
+    parser.add_argument(
+        '--colour',
+        choices=('category', 'instance'),
+        default='category',
+        help='category: one colour family per category (colour gives the '
+        'class); instance: a random colour per instance (only the shape '
+        'gives the class)')
     parser.add_argument(
         '--max-instances', type=int, default=3, help='instances per video')
     parser.add_argument(
@@ -53,7 +67,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         seed=args.seed,
         frames_range=args.frames,
         size_range=args.size,
+        width_range=args.width,
         max_instances=args.max_instances,
+        colour=args.colour,
         overwrite=args.overwrite)
     print(f'wrote {args.num_train} train and {args.num_val} valid videos '
           f'in {time.perf_counter() - start:.1f}s:')
