@@ -135,3 +135,38 @@ def test_twins_matches_timm_with_converted_weights():
     assert len(outs) == len(expected) == 4
     for out, ref in zip(outs, expected):
         assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('saved_depths, loaded_depths, kind', [
+    ((1, 1, 2, 2), (1, 1, 2, 1), 'unexpected keys: blocks.3.1'),
+    ((1, 1, 2, 1), (1, 1, 2, 2), 'Missing keys: blocks.3.1'),
+])
+def test_twins_refuses_weights_of_another_depth(tmp_path, saved_depths,
+                                                 loaded_depths, kind):
+    """E.g. ImageNet Twins-SVT-S (2, 2, 10, 4) into the paper's (.., 8)."""
+    path = tmp_path / 'twins.pth'
+    torch.save(TwinsSVT(**dict(TINY, depths=saved_depths)).state_dict(),
+               path)
+    model = TwinsSVT(
+        **dict(TINY, depths=loaded_depths),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(RuntimeError, match=kind):
+        model.init_weights()
+
+
+def test_twins_ignores_weights_of_stages_it_does_not_build(tmp_path):
+    path = tmp_path / 'twins.pth'
+    torch.save(TwinsSVT(**TINY).state_dict(), path)
+    model = TwinsSVT(
+        **TINY,
+        out_indices=(0, 1, 2),
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert len(model.blocks) == 3
+
+
+def test_default_depths_are_the_papers_sssa_modules():
+    # (1, 1, 5, 4) SSSA modules = pairs of local and global blocks.
+    model = TwinsSVT(out_indices=(0, ))
+    assert [len(stage) for stage in model.blocks] == [2]
+    assert model.blocks[0][1].attn.__class__.__name__ == 'GlobalSubSampleAttn'
