@@ -110,8 +110,9 @@ class TwinsSVT(BaseModule):
             gradient, eval mode). -1 freezes nothing. Defaults to -1.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint='/local/file.pth')`` loads local Twins weights (timm or
-            official layout, see :func:`convert_twins_state_dict`).
-            Defaults to None (timm's initialisation).
+            official layout, see :func:`convert_twins_state_dict`); add
+            ``allow_unsafe_load=True`` only for a trusted file that holds
+            more than tensors. Defaults to None (timm's initialisation).
     """
 
     def __init__(self,
@@ -206,17 +207,23 @@ class TwinsSVT(BaseModule):
         if checkpoint is None:
             raise ValueError('TwinsSVT init_cfg of type Pretrained needs a '
                              f'"checkpoint" path, got {self.init_cfg}')
-        self.load_pretrained(checkpoint)
+        self.load_pretrained(
+            checkpoint, self.init_cfg.get('allow_unsafe_load', False))
         self._is_init = True
 
-    def load_pretrained(self, checkpoint: str) -> None:
+    def load_pretrained(self,
+                        checkpoint: str,
+                        allow_unsafe: bool = False) -> None:
         """Load Twins weights from a local file.
 
         Args:
             checkpoint (str): Path of a ``.pth`` file holding a state dict in
                 timm or official Twins layout, possibly wrapped.
+            allow_unsafe (bool): Also unpickle Python objects in the file
+                (runs code from it: only for files you trust).
         """
-        raw = load_pretrained_file(checkpoint, 'TwinsSVT pretrained')
+        raw = load_pretrained_file(checkpoint, 'TwinsSVT pretrained',
+                                   allow_unsafe)
         state_dict = convert_twins_state_dict(raw)
         try:
             missing, unexpected = self.load_state_dict(

@@ -170,3 +170,16 @@ def test_default_depths_are_the_papers_sssa_modules():
     model = TwinsSVT(out_indices=(0, ))
     assert [len(stage) for stage in model.blocks] == [2]
     assert model.blocks[0][1].attn.__class__.__name__ == 'GlobalSubSampleAttn'
+
+
+def test_twins_unpickles_objects_only_when_asked(tmp_path):
+    import argparse
+    path = tmp_path / 'twins_with_args.pth'
+    torch.save(
+        dict(
+            model=TwinsSVT(**TINY).state_dict(),
+            args=argparse.Namespace(lr=0.1)), path)
+    cfg = dict(type='Pretrained', checkpoint=str(path))
+    with pytest.raises(Exception, match='twins_with_args.pth'):
+        TwinsSVT(**TINY, init_cfg=cfg).init_weights()
+    TwinsSVT(**TINY, init_cfg=dict(cfg, allow_unsafe_load=True)).init_weights()
