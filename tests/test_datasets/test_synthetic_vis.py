@@ -129,7 +129,36 @@ def test_refuses_to_overwrite(tmp_path):
     (dict(frames_range=(5, 2)), 'frames_range'),
     (dict(size_range=(4, 8)), 'size_range'),
     (dict(max_instances=0), 'max_instances'),
+    (dict(width_range=(30, 20)), 'width_range'),
+    (dict(colour='rainbow'), 'colour'),
 ])
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_synthetic_vis(str(tmp_path), **kwargs)
+
+
+def test_colour_per_instance_hides_the_category_colour(tmp_path):
+    """With colour='instance' the colour says nothing about the category,
+    and frame widths follow width_range."""
+    make_synthetic_vis(
+        str(tmp_path),
+        num_train_videos=12,
+        num_val_videos=0,
+        frames_range=(1, 1),
+        size_range=(40, 40),
+        width_range=(60, 64),
+        max_instances=1,
+        colour='instance')
+    data = _load(tmp_path, 'train')
+    assert all(40 == v['height'] and 60 <= v['width'] <= 64
+               for v in data['videos'])
+    off_colour = 0
+    for video, ann in zip(data['videos'], data['annotations']):
+        img = cv2.imread(
+            str(tmp_path / 'train' / 'JPEGImages' /
+                video['file_names'][0]))[..., ::-1]
+        mask = mask_utils.decode(ann['segmentations'][0]).astype(bool)
+        colour = np.median(img[mask], axis=0)
+        off_colour += np.abs(colour - _CATEGORY_COLOURS[ann['category_id']]
+                             ).max() > 40
+    assert off_colour >= 6
