@@ -215,20 +215,15 @@ class TTSRNHead(BaseModule):
         # (L, B, T*n, d) -> (L, B, n, T, d): instance j's sequence is slot j
         # in every frame.
         hs = hs.view(num_layers, B, T, n, d).transpose(2, 3)
-        cls_scores = self.cls_head(hs)
-        bbox_preds = self.reg_head(hs).sigmoid()
-
         memory = memory.view(B, T, h, w, d).permute(0, 1, 4, 2, 3)
         mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
                                     [feats[2], feats[1], feats[0]])
         if self.mask_pool_proj is not None:
-            last = hs[-1] + self.mask_pool_proj(
-                self._mask_pool(mask_preds, feats[0]))
-            cls_scores = torch.cat(
-                [cls_scores[:-1], self.cls_head(last)[None]])
-            bbox_preds = torch.cat(
-                [bbox_preds[:-1],
-                 self.reg_head(last).sigmoid()[None]])
+            # The masks are the last layer's, so only its slots read them.
+            pooled = self.mask_pool_proj(self._mask_pool(mask_preds, feats[0]))
+            hs = torch.cat([hs[:-1], (hs[-1] + pooled)[None]])
+        cls_scores = self.cls_head(hs)
+        bbox_preds = self.reg_head(hs).sigmoid()
         return dict(
             cls_scores=cls_scores, bbox_preds=bbox_preds,
             mask_preds=mask_preds)

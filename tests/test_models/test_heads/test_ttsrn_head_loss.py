@@ -165,3 +165,17 @@ def test_labels_outside_num_classes_are_refused():
     head.get_targets([_video([0, 1])], torch.device('cpu'))
     with pytest.raises(ValueError, match='video 7 has gt labels .* 2'):
         head.get_targets([_video([0, 2])], torch.device('cpu'))
+
+
+def test_mask_pooling_averages_features_under_each_slot_mask():
+    head = _head(mask_pooling=True)
+    feat = torch.arange(2 * 3 * 4 * 4, dtype=torch.float).view(2, 3, 4, 4)
+    logits = torch.full((1, 2, 2, 4, 4), -30.)
+    logits[0, 0, :, :2, :2] = 30.  # slot 0: top-left 2x2 in both frames
+    logits[0, 1, 1, 3, 3] = 30.  # slot 1: one pixel, frame 1 only
+    pooled = head._mask_pool(logits, feat)  # (B, n, T, C)
+    torch.testing.assert_close(pooled[0, 0, 1],
+                               feat[1, :, :2, :2].mean((-2, -1)))
+    torch.testing.assert_close(pooled[0, 1, 1], feat[1, :, 3, 3])
+    # An empty mask pools (almost) nothing rather than dividing by ~0.
+    assert pooled[0, 1, 0].abs().max() < 1e-6
