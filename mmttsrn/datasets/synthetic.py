@@ -133,6 +133,17 @@ def _background(rng: np.random.Generator, height: int,
     return (base[None, None] + texture[..., None]).astype(np.float32)
 
 
+def _draw_colour(rng: np.random.Generator, category_id: int,
+                 colour_mode: str) -> np.ndarray:
+    """RGB colour (3,) of an instance: its category's colour, jittered
+    (``colour_mode='category'``), or any colour (``'instance'``)."""
+    if colour_mode == 'category':
+        return np.clip(
+            np.array(_CATEGORY_COLOURS[category_id]) +
+            rng.integers(-25, 26, size=3), 0, 255)
+    return rng.integers(0, 256, size=3)
+
+
 def _instance_track(rng: np.random.Generator, length: int, height: int,
                     width: int, colour_mode: str) -> dict:
     """Random motion parameters of one instance over a video.
@@ -151,12 +162,7 @@ def _instance_track(rng: np.random.Generator, length: int, height: int,
     """
     size = min(height, width)
     category_id = int(rng.integers(1, len(SYNTHETIC_VIS_CATEGORIES) + 1))
-    if colour_mode == 'category':
-        colour = np.clip(
-            np.array(_CATEGORY_COLOURS[category_id]) +
-            rng.integers(-25, 26, size=3), 0, 255)
-    else:
-        colour = rng.integers(0, 256, size=3)
+    colour = _draw_colour(rng, category_id, colour_mode)
     t = np.arange(length)
     centre = (
         rng.uniform(0.1, 0.9, size=2) * (width, height) +

@@ -15,12 +15,11 @@ import mmcv
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .synthetic import (_CATEGORY_COLOURS, SYNTHETIC_VIS_CATEGORIES,
-                        _background, _encode, _shape_mask)
+from .synthetic import (_COLOUR_MODES, SYNTHETIC_VIS_CATEGORIES,
+                        _background, _check_range, _draw_colour, _encode,
+                        _shape_mask)
 
 __all__ = ['make_synthetic_coco']
-
-_COLOUR_MODES = ('category', 'instance')
 
 
 def _render_image(rng: np.random.Generator, height: int, width: int,
@@ -52,12 +51,7 @@ def _render_image(rng: np.random.Generator, height: int, width: int,
     category_ids = []
     for i in range(num_instances):
         category_id = int(rng.integers(1, len(SYNTHETIC_VIS_CATEGORIES) + 1))
-        if colour_mode == 'category':
-            colour = np.clip(
-                np.array(_CATEGORY_COLOURS[category_id]) +
-                rng.integers(-25, 26, size=3), 0, 255)
-        else:
-            colour = rng.integers(0, 256, size=3)
+        colour = _draw_colour(rng, category_id, colour_mode)
         # Same placement and size ranges as a video's first frame.
         cx, cy = rng.uniform(0.1, 0.9, size=2) * (width, height)
         radius = rng.uniform(0.12, 0.25) * size
@@ -72,12 +66,6 @@ def _render_image(rng: np.random.Generator, height: int, width: int,
         for category_id, mask in zip(category_ids, masks)
     ]
     return np.clip(image, 0, 255).astype(np.uint8), instances
-
-
-def _check_range(name: str, value: Sequence[int], low: int) -> None:
-    if len(value) != 2 or not low <= value[0] <= value[1]:
-        raise ValueError(f'{name} must be (min, max) with {low} <= min <= '
-                         f'max, got {value}')
 
 
 def make_synthetic_coco(out_dir: str,
