@@ -329,14 +329,10 @@ class TTSRNHead(BaseModule):
         losses = dict()
         num_layers = cls_scores.shape[0]
         for layer in range(num_layers):
-            # Only the last layer has masks to match on.
-            masks = mask_preds if layer == num_layers - 1 else \
-                [None] * len(targets)
             matches = [
-                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
-                                   mp, None if mp is None else t['masks'])
-                for c, b, mp, t in zip(cls_scores[layer], bbox_preds[layer],
-                                       masks, targets)
+                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'])
+                for c, b, t in zip(cls_scores[layer], bbox_preds[layer],
+                                   targets)
             ]
             layer_losses = self._loss_layer(
                 cls_scores[layer], bbox_preds[layer],

@@ -4,10 +4,9 @@ Follows VisTR: a prediction is the same instance slot across the T frames of
 a clip and is matched as a whole to one ground-truth instance sequence.
 """
 import warnings
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from scipy.optimize import linear_sum_assignment
@@ -34,22 +33,15 @@ class InstanceSequenceMatcher:
         cls_weight (float): Weight of the class cost. Defaults to 1.0.
         l1_weight (float): Weight of the L1 box cost. Defaults to 5.0.
         giou_weight (float): Weight of the GIoU cost. Defaults to 2.0.
-        dice_weight (float): Weight of a dice cost between the predicted and
-            gt masks, used where masks are given (the last decoder layer).
-            0 in the paper; Mask2Former matches on masks, which keeps the
-            assignment of a slot stable while boxes are still poor.
-            Defaults to 0.0.
     """
 
     def __init__(self,
                  cls_weight: float = 1.0,
                  l1_weight: float = 5.0,
-                 giou_weight: float = 2.0,
-                 dice_weight: float = 0.0) -> None:
+                 giou_weight: float = 2.0) -> None:
         self.cls_weight = cls_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
-        self.dice_weight = dice_weight
         self._warned_crowded = False
 
     @staticmethod
@@ -79,14 +71,8 @@ class InstanceSequenceMatcher:
                              'every frame of the clip (gt_valid all False)')
 
     @torch.no_grad()
-    def cost(self,
-             cls_scores: Tensor,
-             bbox_preds: Tensor,
-             gt_labels: Tensor,
-             gt_bboxes: Tensor,
-             gt_valid: Tensor,
-             mask_preds: Optional[Tensor] = None,
-             gt_masks: Optional[Tensor] = None) -> Tensor:
+    def cost(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
+             gt_bboxes: Tensor, gt_valid: Tensor) -> Tensor:
         """Matching cost between every prediction and ground-truth sequence.
 
         Args:
@@ -96,9 +82,6 @@ class InstanceSequenceMatcher:
             gt_bboxes (Tensor): Normalised cxcywh boxes (m, T, 4).
             gt_valid (Tensor): Bool (m, T), False where the instance is
                 absent from the frame.
-            mask_preds (Tensor, optional): Mask logits (n, T, h, w); with
-                ``gt_masks``, adds the dice cost.
-            gt_masks (Tensor, optional): (m, T, H, W) bool.
 
         Returns:
             Tensor: Cost matrix (n, m).
@@ -124,35 +107,15 @@ class InstanceSequenceMatcher:
         frame_cost = (
             self.cls_weight * cls_cost + self.l1_weight * l1_cost -
             self.giou_weight * giou)
-        if self.dice_weight and mask_preds is not None:
-            frame_cost = frame_cost + self.dice_weight * self._dice_cost(
-                mask_preds, gt_masks)
         # where() rather than a product: absent frames may hold junk (even
         # non-finite) boxes that must not reach the mean.
         valid = gt_valid.bool()[None]
         frame_cost = torch.where(valid, frame_cost, frame_cost.new_zeros(()))
         return frame_cost.sum(-1) / valid.sum(-1)
 
-    @staticmethod
-    def _dice_cost(mask_preds: Tensor, gt_masks: Tensor) -> Tensor:
-        """Dice cost per frame (n, m, T), gt masks resized to the
-        predictions' size (their area fractions are kept)."""
-        pred = mask_preds.float().sigmoid().flatten(2)  # (n, T, hw)
-        gt = F.adaptive_avg_pool2d(gt_masks.float(),
-                                   mask_preds.shape[-2:]).flatten(2)
-        inter = torch.einsum('ntp,mtp->nmt', pred, gt)
-        total = pred.sum(-1)[:, None] + gt.sum(-1)[None]
-        return 1 - (2 * inter + 1) / (total + 1)
-
     @torch.no_grad()
-    def match(self,
-              cls_scores: Tensor,
-              bbox_preds: Tensor,
-              gt_labels: Tensor,
-              gt_bboxes: Tensor,
-              gt_valid: Tensor,
-              mask_preds: Optional[Tensor] = None,
-              gt_masks: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def match(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
+              gt_bboxes: Tensor, gt_valid: Tensor) -> Tuple[Tensor, Tensor]:
         """Assign one prediction sequence to every ground-truth sequence.
 
         The arguments are those of :meth:`cost`.
@@ -162,7 +125,7 @@ class InstanceSequenceMatcher:
             length min(n, m) on the input device, sorted by ``pred_inds``.
         """
         cost = self.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
-                         gt_valid, mask_preds, gt_masks)
+                         gt_valid)
         device = cls_scores.device
         if cost.shape[1] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)
