@@ -49,7 +49,12 @@ class YouTubeVISResultsMetric(YouTubeVISMetric):
       ``has_annotations=False``) is not scored, since every AP would be -1:
       a warning says so and the results are only written, as with
       ``format_only``.
+    - A model that keeps no instance in any video (early in training every
+      mask can be empty) scores 0 with a warning; mmdet's scorer would
+      fail on the empty list.
     """
+
+    _DEFAULT_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
 
     def compute_metrics(self, results: List) -> Dict[str, float]:
         unannotated = not self.format_only and \
@@ -64,11 +69,19 @@ class YouTubeVISResultsMetric(YouTubeVISMetric):
                 'tools/test.py to ask for this)',
                 logger='current',
                 level=logging.WARNING)
+        preds = self.format_preds([pred for pred, _ in results])
         if self.outfile_prefix is not None and not self.format_only:
-            preds = self.format_preds([pred for pred, _ in results])
             self.save_pred_results(preds)
         if unannotated:
             return {}
+        if not preds and not self.format_only:
+            print_log(
+                f'the model kept no instance in any of the {len(results)} '
+                'evaluated videos; every AP is 0',
+                logger='current',
+                level=logging.WARNING)
+            items = self.metric_items or self._DEFAULT_ITEMS
+            return {f'segm_{item}': 0.0 for item in items}
         return super().compute_metrics(results)
 
     def save_pred_results(self, pred_results: List) -> None:

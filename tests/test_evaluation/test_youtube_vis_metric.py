@@ -68,3 +68,16 @@ def test_unannotated_split_is_written_not_scored(tmp_path, logged):
     assert metric.compute_metrics([([dict(PRED)], [])]) == {}
     assert _read(tmp_path) == [dict(PRED, category_id=7)]
     assert any('no annotations' in m and 'no AP' in m for m in logged)
+
+
+def test_no_predictions_scores_zero(tmp_path, logged):
+    """Early in training every mask can be empty: AP 0, not a crash."""
+    metric = _metric(tmp_path)
+    metric.metric_items = ['mAP', 'AR@10']
+    assert metric.compute_metrics([([], []), ([], [])]) == {
+        'segm_mAP': 0.0,
+        'segm_AR@10': 0.0
+    }
+    assert _read(tmp_path) == []
+    assert any('kept no instance' in m and '2 evaluated' in m
+               for m in logged)
