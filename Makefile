@@ -5,10 +5,15 @@ WORK_DIR ?= work_dirs/ttsrn_synthetic
 QUICK_CONFIG ?= configs/ttsrn/ttsrn_synthetic.py
 PYTEST_ARGS ?=
 
-.PHONY: install test quickstart clean-venv
+.PHONY: install lint test quickstart clean-venv
 
 install:
 	bash tools/misc/install_env.sh
+
+# flake8, isort, codespell and trailing whitespace (.pre-commit-config.yaml);
+# only checks, never rewrites a file.
+lint: install
+	.venv/bin/pre-commit run --all-files
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -1,5 +1,4 @@
 import os.path as osp
-
 from setuptools import find_packages, setup
 
 
@@ -38,7 +37,8 @@ if __name__ == '__main__':
         'extension',
         long_description=readme(),
         long_description_content_type='text/markdown',
-        keywords='video instance segmentation, transformer, SIREN, mmdetection',
+        keywords='video instance segmentation, transformer, SIREN, '
+        'mmdetection',
         packages=find_packages(exclude=('configs', 'tools', 'tests', 'demo')),
         python_requires='>=3.9',
         license='Apache License 2.0',

@@ -5,8 +5,7 @@ config reaches them with ``custom_imports=dict(imports=['mmttsrn'])``, and
 applies the version-guarded fixes of :mod:`mmttsrn.compat` (among them the
 safe checkpoint loader that `load_from` and `--resume` need on torch >= 2.6).
 """
-from . import (datasets, engine, evaluation, models,  # noqa: F401
-               visualization)
+from . import datasets, engine, evaluation, models, visualization  # noqa: F401
 from .compat import apply_patches
 from .version import __version__
 

@@ -15,9 +15,8 @@ import mmcv
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .synthetic import (_COLOUR_MODES, SYNTHETIC_VIS_CATEGORIES,
-                        _background, _check_range, _draw_colour, _encode,
-                        _shape_mask)
+from .synthetic import (_COLOUR_MODES, SYNTHETIC_VIS_CATEGORIES, _background,
+                        _check_range, _draw_colour, _encode, _shape_mask)
 
 __all__ = ['make_synthetic_coco']
 

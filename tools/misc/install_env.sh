@@ -49,8 +49,8 @@ else
   pip_q --no-deps "$wheel"
 fi
 
-step "runtime and test requirements"
-pip_q -r requirements.txt
+step "runtime, test and lint requirements"
+pip_q -r requirements.txt -r requirements/lint.txt
 # mmcv's own dependencies (it was installed with --no-deps).
 pip_q addict packaging Pillow pyyaml yapf opencv-python
 step "mmttsrn (editable)"

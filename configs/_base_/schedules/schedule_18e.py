@@ -1,5 +1,5 @@
-# The paper's recipe: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4, gradient clip 0.1,
-# 18 epochs with lr x0.1 after epoch 12 (reference code).
+# The paper's recipe: AdamW, lr 1e-4 (backbone 1e-5), weight decay 1e-4,
+# gradient clip 0.1, 18 epochs with lr x0.1 after epoch 12 (reference code).
 max_epochs = 18
 train_cfg = dict(
     type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
@@ -22,5 +22,6 @@ param_scheduler = [
         gamma=0.1)
 ]
 
-# The paper trains one clip per step on one GPU; scale the lr for other batch sizes.
+# The paper trains one clip per step on one GPU; scale the lr for other batch
+# sizes.
 auto_scale_lr = dict(enable=False, base_batch_size=1)
