@@ -1,4 +1,5 @@
 """Every config loads and every ``type=`` it names is registered."""
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,17 @@ def test_every_epoch_is_checkpointed_and_results_follow_the_work_dir(config):
         pytest.skip('iteration-based schedule')
     cfg.merge_from_dict({'train_cfg.max_epochs': 3})
     assert cfg.default_hooks.checkpoint.get('interval', -1) == 1, checkpoint
+
+
+# `train_pipeline[1].transforms[2].scale = ...` or `*pipeline[1:]`: a change
+# of the base pipeline's order would silently patch another step.
+INDEX_PATCH = re.compile(r'(pipeline|transforms)\[\s*-?\d*\s*:?\s*-?\d*\s*\]')
+
+
+@pytest.mark.parametrize(
+    'config', sorted(CONFIG_DIR.rglob('*.py')), ids=lambda p: p.stem)
+def test_no_config_patches_a_pipeline_by_list_index(config):
+    code = '\n'.join(
+        line.split('#')[0] for line in config.read_text().splitlines())
+    assert not INDEX_PATCH.search(code), \
+        f'{config.name} patches a pipeline by list index; write it out'

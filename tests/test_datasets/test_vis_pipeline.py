@@ -172,19 +172,39 @@ def test_youtube_vis_configs_build(youtube_vis_root, version):
 
 
 def test_dataset_config_composes_with_runtime(tmp_path):
+    """A config that changes T writes its train pipeline out, as
+    youtube_vis_2019.py says."""
     config = tmp_path / 'cfg.py'
-    config.write_text(f"_base_ = ['{CONFIG_DIR}/datasets/synthetic_vis.py', "
-                      f"'{CONFIG_DIR}/default_runtime.py']\n"
-                      'num_frames = 5\n'
-                      "train_pipeline = [dict(type='ClipFrameSample', "
-                      'num_frames=num_frames), *_base_.train_pipeline[1:]]\n'
-                      'train_dataloader = dict(dataset=dict('
-                      'pipeline=train_pipeline))\n')
+    config.write_text(
+        f"_base_ = ['{CONFIG_DIR}/datasets/synthetic_vis.py', "
+        f"'{CONFIG_DIR}/default_runtime.py']\n"
+        'num_frames = 5\n'
+        "train_pipeline = [dict(type='ClipFrameSample', "
+        'num_frames=num_frames),\n'
+        "    dict(type='TransformBroadcaster', share_random_params=True,\n"
+        "         transforms=[dict(type='LoadVideoFrame'),\n"
+        "                     dict(type='LoadTrackAnnotations', "
+        'with_mask=True)]),\n'
+        "    dict(type='PackTrackInputs')]\n"
+        'train_dataloader = dict(dataset=dict('
+        'pipeline=train_pipeline))\n')
     cfg = Config.fromfile(str(config))
     assert cfg.custom_imports.imports == ['mmttsrn']
     assert cfg.train_dataloader.dataset.pipeline[0].num_frames == 5
     assert cfg.train_dataloader.dataset.pipeline[1].type == \
         'TransformBroadcaster'
+
+
+def test_synthetic_pipelines_use_its_clip_length_and_frame_size():
+    cfg = Config.fromfile(f'{CONFIG_DIR}/datasets/synthetic_vis.py')
+    train = cfg.train_dataloader.dataset.pipeline
+    assert train[0] == dict(type='ClipFrameSample', num_frames=4)
+    for pipeline in (train, cfg.val_dataloader.dataset.pipeline,
+                     cfg.test_dataloader.dataset.pipeline):
+        resize, = (step for broadcast in pipeline
+                   for step in broadcast.get('transforms', [])
+                   if step.type == 'Resize')
+        assert tuple(resize.scale) == (128, 96)
 
 
 def test_metric_scores_ground_truth_as_perfect(synthetic_root):

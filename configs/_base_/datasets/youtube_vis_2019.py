@@ -21,12 +21,15 @@
 #
 # Variables a config may change: num_frames (T), img_scale ((w, h) of the
 # mmcv Resize; the paper's frames are 300 x 540) and backend_args. They are
-# used when this file is read, so a config that changes them rebuilds the
-# pipelines from `_base_`, e.g.
-#   num_frames = 5
+# used when this file is read, so a config that changes them writes the
+# pipelines that use them out again, in full, and hands them to the
+# dataloaders (as synthetic_vis.py and configs/ttsrn/ttsrn_yvis_18f.py do):
+#   num_frames = 18
 #   train_pipeline = [dict(type='ClipFrameSample', num_frames=num_frames),
-#                     *_base_.train_pipeline[1:]]
+#                     dict(type='TransformBroadcaster', ...),
+#                     dict(type='PackTrackInputs')]
 #   train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# rather than patching a step found by its list index.
 dataset_type = 'YouTubeVISOfficialDataset'
 data_root = 'data/youtube_vis_2019/'
 dataset_version = '2019'
