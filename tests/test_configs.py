@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from mmdet import registry as mmdet_registry
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
@@ -80,3 +81,19 @@ def test_no_config_patches_a_pipeline_by_list_index(config):
         line.split('#')[0] for line in config.read_text().splitlines())
     assert not INDEX_PATCH.search(code), \
         f'{config.name} patches a pipeline by list index; write it out'
+
+
+def test_metafile_and_readme_list_every_config():
+    ttsrn = CONFIG_DIR / 'ttsrn'
+    names = {p.stem for p in ttsrn.glob('*.py')}
+    index = yaml.safe_load((ttsrn / 'metafile.yml').read_text())
+    models = {m['Name']: m for m in index['Models']}
+    assert set(models) == names
+    root = CONFIG_DIR.parent
+    for name, model in models.items():
+        assert model['Config'] == f'configs/ttsrn/{name}.py'
+        assert model['In Collection'] == index['Collections'][0]['Name']
+    assert (root / index['Collections'][0]['README']).is_file()
+    readme = (ttsrn / 'README.md').read_text()
+    missing = [n for n in names if f'[{n}.py](./{n}.py)' not in readme]
+    assert not missing, f'README.md does not list {missing}'
