@@ -7,8 +7,16 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
 DIR=$(dirname "$0")
+# The project's environment (made by `make install`) unless PYTHON says
+# otherwise; without .venv, the `python` on PATH.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$DIR/../.venv/bin/python" ]; then
+    PYTHON="$DIR/../.venv/bin/python"
+  else
+    PYTHON=python
+  fi
+fi
 
 PYTHONPATH="$DIR/..":$PYTHONPATH \
 $PYTHON -m torch.distributed.run \

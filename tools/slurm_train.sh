@@ -10,8 +10,16 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-python}
 DIR=$(dirname "$0")
+# The project's environment (made by `make install`) unless PYTHON says
+# otherwise; without .venv, the `python` on PATH.
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x "$DIR/../.venv/bin/python" ]; then
+    PYTHON="$DIR/../.venv/bin/python"
+  else
+    PYTHON=python
+  fi
+fi
 
 PYTHONPATH="$DIR/..":$PYTHONPATH \
 srun -p "$PARTITION" \
