@@ -5,7 +5,7 @@ WORK_DIR ?= work_dirs/ttsrn_synthetic
 QUICK_CONFIG ?= configs/ttsrn/ttsrn_synthetic.py
 PYTEST_ARGS ?=
 
-.PHONY: install lint test quickstart clean-venv
+.PHONY: install lint test test-fast quickstart clean-venv
 
 install:
 	bash tools/misc/install_env.sh
@@ -15,8 +15,13 @@ install:
 lint: install
 	.venv/bin/pre-commit run --all-files
 
+# Every test, the end-to-end ones (marked `slow`) included: what CI runs.
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The tests not marked `slow` (setup.cfg): for a quick check while editing.
+test-fast: install
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 quickstart: install
 	bash tools/misc/quickstart.sh $(QUICK_CONFIG) $(DATA) $(WORK_DIR)

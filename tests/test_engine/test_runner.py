@@ -116,6 +116,7 @@ def _alive(pid):
 
 
 @linux_only
+@pytest.mark.slow
 def test_sigkilled_training_takes_its_workers_along(tmp_path):
     pid_file = tmp_path / 'worker.pid'
     script = tmp_path / 'train.py'

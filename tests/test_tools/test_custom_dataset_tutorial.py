@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mask_folder_utils import write_mask_folder
+
+# Runs the whole tutorial, a training included: `make test-fast` skips it.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
 DOC = ROOT / 'docs' / 'custom_dataset.md'

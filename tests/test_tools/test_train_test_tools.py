@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from pycocotools import mask as mask_utils
 
+# Trainings and tests run as processes: `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[2]
 BASE_CONFIG = ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py'
 
