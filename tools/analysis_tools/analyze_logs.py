@@ -12,7 +12,18 @@ Example::
         --out curves.png
 
 Training keys are plotted against the iteration, validation keys against
-the epoch (or iteration), each group in its own panel.
+the epoch (or iteration), each group in its own panel. With ``--x time``
+both are plotted against the training time in minutes instead, e.g. the AP
+of two models trained on the same CPU::
+
+    python tools/analysis_tools/analyze_logs.py plot_curve \
+        work_dirs/ttsrn_synthetic work_dirs/mask2former_vis_r18_synthetic \
+        --keys youtube_vis/segm_mAP --legend TT-SRN Mask2Former-VIS \
+        --x time --out ap_vs_time.png
+
+The training time is rebuilt from the training lines (see
+:func:`cumulative_time`): validation, checkpointing and start-up are not
+counted.
 """
 import argparse
 import glob
@@ -76,6 +87,89 @@ def curve(lines: List[dict], key: str) -> tuple:
     return tuple(zip(*points)) if points else ((), ())
 
 
+def epoch_length(train_lines: List[dict]) -> Optional[int]:
+    """Iterations per epoch of an epoch-based log, or None if unknown.
+
+    The logger writes a line every ``interval`` iterations of an epoch
+    (counted from the epoch's start), so the first lines of two consecutive
+    epochs are one epoch apart, also when the epoch's last iterations are
+    not logged (``LoggerHook(ignore_last=True)``).
+    """
+    firsts = {}
+    for line in train_lines:
+        if 'epoch' in line:
+            firsts.setdefault(line['epoch'], line['step'])
+    gaps = {
+        firsts[e + 1] - firsts[e]
+        for e in firsts if e + 1 in firsts
+    }
+    return gaps.pop() if len(gaps) == 1 else None
+
+
+def cumulative_time(train_lines: List[dict]) -> tuple:
+    """The (steps, seconds) of training time at each training line.
+
+    A line's ``time`` is the mean time of an iteration (data loading
+    included) over the logger's window; it is counted for every iteration
+    since the previous line. That is exact when ``log_processor.window_size``
+    equals the logger's ``interval`` and a moving average otherwise. A log
+    of a resumed run starts at its first epoch's start (0 if unknown).
+    """
+    if not train_lines:
+        return (), ()
+    length = epoch_length(train_lines)
+    first = train_lines[0]
+    previous = (first['epoch'] - 1) * length if length and 'epoch' in first \
+        else 0
+    steps, seconds, total = [], [], 0.0
+    for line in train_lines:
+        if 'time' not in line:
+            raise KeyError(f'training line at step {line["step"]} has no '
+                           '"time" (is IterTimerHook off?): no time axis')
+        total += line['time'] * (line['step'] - previous)
+        previous = line['step']
+        steps.append(line['step'])
+        seconds.append(total)
+    return tuple(steps), tuple(seconds)
+
+
+def time_at(train_lines: List[dict], iteration: float) -> float:
+    """The training time in seconds at the end of ``iteration``: between
+    two logged lines at the later line's time per iteration, after the last
+    one at the last line's."""
+    steps, seconds = cumulative_time(train_lines)
+    if not steps:
+        raise ValueError('no training lines: no time axis')
+    for k, step in enumerate(steps):
+        if step >= iteration:
+            break
+    # The line that covers `iteration`, or the last one.
+    return seconds[k] - train_lines[k]['time'] * (step - iteration)
+
+
+def time_curve(lines: Dict[str, List[dict]], phase: str, key: str) -> tuple:
+    """The (minutes, values) of ``key``: a training point at the time of its
+    line, a validation point at the time its training iterations took (for
+    an epoch-based log the end of its epoch)."""
+    steps, values = curve(lines[phase], key)
+    train = lines['train']
+    if phase == 'val' and any('epoch' in line for line in train):
+        length = epoch_length(train)
+        ends = {}
+        for line in train:
+            ends[line['epoch']] = line['step']  # the last logged, if unknown
+        missing = [epoch for epoch in steps if epoch not in ends]
+        if missing and not length:
+            raise ValueError(f'no training lines of epochs {missing}: '
+                             'their end is unknown')
+        iters = [epoch * length if length else ends[epoch]
+                 for epoch in steps]
+    else:
+        iters = steps
+    minutes = tuple(time_at(train, n) / 60 for n in iters)
+    return minutes, values
+
+
 def plot_curve(args: argparse.Namespace) -> None:
     logs = [find_log(path) for path in args.logs]
     legends = args.legend or logs
@@ -104,14 +198,20 @@ def plot_curve(args: argparse.Namespace) -> None:
 
     by_epoch = any('epoch' in line for d in data for line in d['train'])
     xlabels = dict(train='iter', val='epoch' if by_epoch else 'iter')
+    if args.x == 'time':
+        xlabels = dict(
+            train='training time (min)', val='training time (min)')
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(8, 4 * len(panels)), squeeze=False)
     for ax, (phase, keys) in zip(axes[:, 0], panels.items()):
         all_steps = set()
         for d, legend in zip(data, legends):
             for key in keys:
-                steps, values = curve(d[phase], key)
-                all_steps.update(steps)
+                if args.x == 'time':
+                    steps, values = time_curve(d, phase, key)
+                else:
+                    steps, values = curve(d[phase], key)
+                    all_steps.update(steps)
                 label = key if len(data) == 1 else f'{legend}: {key}'
                 ax.plot(
                     steps,
@@ -119,7 +219,9 @@ def plot_curve(args: argparse.Namespace) -> None:
                     marker='o' if phase == 'val' else None,
                     label=label)
         ax.set_xlabel(xlabels[phase])
-        if phase == 'val' and len(all_steps) <= MAX_TICKS:
+        if args.x == 'time':
+            pass  # matplotlib's ticks for minutes
+        elif phase == 'val' and len(all_steps) <= MAX_TICKS:
             # A tick on each validated epoch, also when there is only one.
             ax.set_xticks(sorted(all_steps))
         else:
@@ -150,6 +252,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     plot.add_argument('--title', help='figure title')
     plot.add_argument(
         '--legend', nargs='+', help='a name per log (default: its path)')
+    plot.add_argument(
+        '--x',
+        choices=['step', 'time'],
+        default='step',
+        help='x-axis: "step" (training keys against the iteration, '
+        'validation keys against the epoch or iteration) or "time" (both '
+        'against the training time in minutes, rebuilt from the "time" of '
+        'the training lines)')
     return parser.parse_args(argv)
 
 
