@@ -58,7 +58,7 @@ def attention_entropy(query: Tensor,
                       in_proj_weight: Tensor,
                       in_proj_bias: Tensor,
                       num_heads: int,
-                      key_padding_mask: Optional[Tensor] = None) -> float:
+                      ignore: Optional[Tensor] = None) -> float:
     """Entropy of multi-head attention weights, normalised to [0, 1].
 
     Args:
@@ -67,13 +67,14 @@ def attention_entropy(query: Tensor,
         in_proj_weight (Tensor): (3d, d) packed q, k, v projection.
         in_proj_bias (Tensor): (3d,).
         num_heads (int): Number of heads.
-        key_padding_mask (Tensor, optional): (B, S) bool, True = ignored.
+        ignore (Tensor, optional): Bool, True = key not attended: (B, S) (a
+            key padding mask) or (B, L, S) (per query, masked attention).
 
     Returns:
         float: Mean over batch, heads and queries of the entropy divided by
-        log(number of attended keys): 1 means uniform attention (the output
-        is the mean of the values, the same for every query position), 0
-        means each query attends to one key.
+        log(number of keys the query may attend): 1 means uniform attention
+        over those keys (the output is their mean), 0 means each query
+        attends to one key.
     """
     w_q, w_k, _ = in_proj_weight.detach().float().chunk(3)
     b_q, b_k, _ = in_proj_bias.detach().float().chunk(3)
@@ -82,12 +83,14 @@ def attention_entropy(query: Tensor,
     q = (query.detach().float() @ w_q.T + b_q).view(B, L, num_heads, -1)
     k = (key.detach().float() @ w_k.T + b_k).view(B, S, num_heads, -1)
     logits = torch.einsum('blhc,bshc->bhls', q, k) * q.shape[-1]**-0.5
-    num_keys = torch.full((B, ), S, dtype=torch.float32, device=query.device)
-    if key_padding_mask is not None:
-        logits = logits.masked_fill(key_padding_mask[:, None, None],
-                                    float('-inf'))
-        num_keys = (~key_padding_mask).sum(1).float()
+    num_keys = torch.full((B, L), S, dtype=torch.float32, device=query.device)
+    if ignore is not None:
+        ignore = ignore.bool()
+        if ignore.dim() == 2:
+            ignore = ignore[:, None]
+        logits = logits.masked_fill(ignore[:, None], float('-inf'))
+        num_keys = (~ignore).sum(-1).float().expand(B, L)
     log_p = logits.log_softmax(-1)
     entropy = -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(-1)
-    entropy = entropy / num_keys.clamp(min=2).log()[:, None, None]
+    entropy = entropy / num_keys.clamp(min=2).log()[:, None]
     return float(entropy.mean())

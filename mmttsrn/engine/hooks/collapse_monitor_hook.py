@@ -70,36 +70,43 @@ class CollapseMonitorHook(Hook):
             runner.model) else runner.model
         head = model.track_head
         self.head = head
-        head.transformer.register_forward_hook(self._transformer_hook)
+        head.transformer.encoder.register_forward_hook(self._memory_hook)
+        head.transformer.decoder.register_forward_hook(self._decoder_hook)
         head.transformer.decoder.layers[-1].multihead_attn.\
-            register_forward_hook(self._attn_hook)
+            register_forward_hook(self._attn_hook, with_kwargs=True)
         for name, param in model.named_parameters():
             if param.requires_grad:
                 param.register_post_accumulate_grad_hook(
                     self._grad_hook(_part(name)))
 
-    def _transformer_hook(self, module, inputs, outputs) -> None:
-        hs, memory = outputs
-        # (B, S, d) -> one pooled vector per clip; (L, B, T*n, d) -> the
-        # slots of the last layer, averaged over frames: (B, n, d).
+    def _memory_hook(self, module, inputs, memory) -> None:
+        # (B, S, d) -> one pooled vector per clip.
         mask = inputs[1]
         keep = (~mask).float()[..., None] if mask is not None else \
             memory.new_ones(memory.shape[:2] + (1, ))
         pooled = (memory * keep).sum(1) / keep.sum(1).clamp(min=1)
-        num_slots = self.head.num_queries
-        slots = hs[-1].unflatten(1, (-1, num_slots)).mean(1)
         self.pooled_memory.extend(pooled.detach().float().cpu())
-        self.slot_embeds.extend(slots.detach().float().cpu())
         if self.recording:
             self.stats['memory_token_spread'] = token_spread(memory, mask)
 
-    def _attn_hook(self, module, inputs, output) -> None:
+    def _decoder_hook(self, module, inputs, hs) -> None:
+        # (L, B, T*n, d) -> the slots of the last layer, averaged over
+        # frames: (B, n, d).
+        num_slots = self.head.num_queries
+        slots = hs[-1].unflatten(1, (-1, num_slots)).mean(1)
+        self.slot_embeds.extend(slots.detach().float().cpu())
+
+    def _attn_hook(self, module, args, kwargs, output) -> None:
         if self.recording:
-            query, key = inputs[:2]
-            mask = inputs[3] if len(inputs) > 3 else None
+            query, key = args[:2]
+            ignore = kwargs.get('key_padding_mask')
+            attn_mask = kwargs.get('attn_mask')
+            if attn_mask is not None:
+                ignore = attn_mask if ignore is None else \
+                    ignore[:, None] | attn_mask
             self.stats['cross_attn_entropy'] = attention_entropy(
                 query, key, module.in_proj_weight, module.in_proj_bias,
-                module.num_heads, mask)
+                module.num_heads, ignore)
 
     def _grad_hook(self, part: str):
 

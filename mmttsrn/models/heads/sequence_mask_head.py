@@ -122,6 +122,13 @@ class SequenceMaskHead(BaseModule):
             Defaults to 4.
         num_groups (int): GroupNorm groups of the 2-D convs. Defaults to 8.
         dropout (float): Dropout on the attention maps. Defaults to 0.0.
+        pixel_embed (bool): Add to each mask logit the dot product of the
+            instance's embedding with a per-pixel embedding of the stride-4
+            features and the up-sampled memory (Mask2Former's mask logits).
+            The paper's head tells instances apart only through attention
+            maps at stride 32 (3x4 cells on a 96x128 frame); this term does
+            it at stride 4 and sends the mask loss straight into the query
+            embeddings. Defaults to False (the paper).
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -136,6 +143,7 @@ class SequenceMaskHead(BaseModule):
                  conv3d_groups: int = 4,
                  num_groups: int = 8,
                  dropout: float = 0.0,
+                 pixel_embed: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if embed_dims % num_heads:
@@ -221,6 +229,22 @@ class SequenceMaskHead(BaseModule):
                     act_cfg=act_cfg)
                 for c_in, c_out in zip(widths[:-1], widths[1:])
             ], nn.Conv3d(widths[-1], 1, 1))
+        if pixel_embed:
+            self.pixel_memory_proj = nn.Conv2d(embed_dims, embed_dims, 1)
+            self.pixel_feat_proj = nn.Conv2d(fpn_channels[-1], embed_dims, 1)
+            self.pixel_embed = nn.Sequential(
+                ConvModule(
+                    embed_dims,
+                    embed_dims,
+                    3,
+                    padding=1,
+                    norm_cfg=norm_cfg,
+                    act_cfg=act_cfg), nn.Conv2d(embed_dims, embed_dims, 1))
+            self.mask_embed = nn.Sequential(
+                nn.Linear(embed_dims, embed_dims), nn.GELU(),
+                nn.Linear(embed_dims, embed_dims))
+        else:
+            self.pixel_embed = None
 
         nn.init.xavier_uniform_(self.query_proj.weight)
         nn.init.xavier_uniform_(self.key_proj.weight)
@@ -337,15 +361,20 @@ class SequenceMaskHead(BaseModule):
             # expanding does it in one copy (F.interpolate takes ~2x longer
             # on CPU).
             x = x[:, :, :, None, :, None].expand(N, C, h, 2, w, 2)
-            x = x.reshape(N, C, H, W)
+            # A copy also when h = w = 1 (reshape would give a view).
+            x = x.contiguous().view(N, C, H, W)
         else:
             x = F.interpolate(x, size=(H, W), mode='nearest')
         # In place: x is a fresh tensor and neither the upsampling nor the
         # expand keeps it for the backward pass.
         return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(0, 1)
 
-    def forward(self, query: Tensor, memory: Tensor, memory_mask: Tensor,
-                fpn_feats: List[Tensor]) -> Tensor:
+    def forward(self,
+                query: Tensor,
+                memory: Tensor,
+                memory_mask: Tensor,
+                fpn_feats: List[Tensor],
+                pixels: Optional[Tensor] = None) -> Tensor:
         """Predict a mask sequence for every instance slot.
 
         Args:
@@ -356,6 +385,8 @@ class SequenceMaskHead(BaseModule):
             fpn_feats (list[Tensor]): Backbone features, coarse to fine,
                 ``[(B*T, C16, H16, W16), (B*T, C8, H8, W8),
                 (B*T, C4, H4, W4)]``.
+            pixels (Tensor, optional): :meth:`pixel_embeddings`, if the
+                caller has them already (``pixel_embed`` only).
 
         Returns:
             Tensor: Mask logits (B, n, T, H4, W4).
@@ -383,4 +414,39 @@ class SequenceMaskHead(BaseModule):
         # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
         C, H, W = x.shape[1:]
         x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
-        return self.conv3d(x).view(B, n, T, H, W)
+        logits = self.conv3d(x).view(B, n, T, H, W)
+        if self.pixel_embed is not None:
+            if pixels is None:
+                pixels = self.pixel_embeddings(memory, fpn_feats[-1])
+            logits = logits + self.dot_product_logits(query, pixels)
+        return logits
+
+    def pixel_embeddings(self, memory: Tensor, feat: Tensor) -> Tensor:
+        """Per-pixel embeddings of the ``pixel_embed`` term.
+
+        Args:
+            memory (Tensor): (B, T, d, h, w).
+            feat (Tensor): Stride-4 features (B*T, C4, H4, W4).
+
+        Returns:
+            Tensor: (B, T, d, H4, W4).
+        """
+        pixels = self.pixel_feat_proj(feat) + F.interpolate(
+            self.pixel_memory_proj(memory.flatten(0, 1)),
+            size=feat.shape[-2:],
+            mode='bilinear',
+            align_corners=False)
+        return self.pixel_embed(pixels).unflatten(0, memory.shape[:2])
+
+    def dot_product_logits(self, query: Tensor, pixels: Tensor) -> Tensor:
+        """Mask logits as query-pixel dot products.
+
+        Args:
+            query (Tensor): Instance embeddings (B, T, n, d).
+            pixels (Tensor): :meth:`pixel_embeddings` (B, T, d, H4, W4).
+
+        Returns:
+            Tensor: (B, n, T, H4, W4).
+        """
+        return torch.einsum('btnc,btchw->bnthw', self.mask_embed(query),
+                            pixels)

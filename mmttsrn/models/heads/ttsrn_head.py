@@ -1,15 +1,16 @@
 """The TT-SRN head: clip transformer, SRN heads, mask head and losses."""
-from typing import Dict, List, Sequence, Tuple
+from functools import partial
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
-from mmengine.model import BaseModule
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures import TrackSampleList
-from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh)
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig, reduce_mean
+from mmengine.model import BaseModule
 from torch import Tensor
 
 __all__ = ['TTSRNHead']
@@ -50,6 +51,15 @@ class TTSRNHead(BaseModule):
             for thousands of iterations, so the class of a slot cannot see
             its own instance; the mask head learns much sooner, and pooling
             under its masks gives the class head that instance's features.
+        masked_attention (bool): Mask2Former's masked attention: every
+            decoder layer after the first predicts each slot's masks from its
+            output (the mask head's ``pixel_embed`` term, which must be on),
+            and the next layer's cross-attention of that slot's queries sees
+            only the tokens under those masks, in every frame of the clip.
+            The masks of the layers before the last are supervised too.
+            Trained from scratch, the paper's cross-attention stays near
+            uniform, so no slot sees its own instance; restricted to the
+            slot's mask it does from the first iterations. Off in the paper.
         input_proj_norm (dict, optional): Norm after the 1x1 input
             projection (the paper has none). A GroupNorm keeps the scale of
             a backbone trained from scratch next to the positional encoding.
@@ -58,7 +68,11 @@ class TTSRNHead(BaseModule):
             ``class_weight`` (a number) the weight of every category, so the
             K+1 weights follow ``num_classes``.
         loss_bbox, loss_iou, loss_mask, loss_dice (dict): Losses.
-        train_cfg (dict): ``matcher``: the instance sequence matcher config.
+        train_cfg (dict): ``matcher``: the instance sequence matcher config;
+            ``share_matching`` (bool, default False): supervise every decoder
+            layer with the last layer's assignment (matched on its masks
+            when the matcher has mask costs) instead of matching each layer
+            on its own boxes, as the paper does.
         test_cfg (dict): Unused by the head; the model reads it.
     """
 
@@ -80,6 +94,7 @@ class TTSRNHead(BaseModule):
                  mask_head: ConfigType = dict(type='SequenceMaskHead'),
                  query_content: bool = False,
                  mask_pooling: bool = False,
+                 masked_attention: bool = False,
                  input_proj_norm: OptConfigType = None,
                  loss_cls: ConfigType = dict(
                      type='CrossEntropyLoss', use_sigmoid=False,
@@ -137,9 +152,15 @@ class TTSRNHead(BaseModule):
         self.mask_head = MODELS.build(
             dict(embed_dims=embed_dims,
                  fpn_channels=tuple(in_channels[2::-1]), **mask_head))
+        if masked_attention and \
+                getattr(self.mask_head, 'pixel_embed', None) is None:
+            raise ValueError('masked_attention needs per-layer masks: set '
+                             'mask_head.pixel_embed=True')
+        self.masked_attention = masked_attention
 
         self.matcher = TASK_UTILS.build(self.train_cfg.get(
             'matcher', dict(type='InstanceSequenceMatcher')))
+        self.share_matching = self.train_cfg.get('share_matching', False)
         self.loss_cls = MODELS.build(self._class_weighted(loss_cls))
         self.loss_bbox = MODELS.build(loss_bbox)
         self.loss_iou = MODELS.build(loss_iou)
@@ -186,7 +207,9 @@ class TTSRNHead(BaseModule):
         Returns:
             dict: ``cls_scores`` (L, B, n, T, K+1) logits for every decoder
             layer, ``bbox_preds`` (L, B, n, T, 4) normalised (cx, cy, w, h),
-            ``mask_preds`` (B, n, T, H4, W4) mask logits at stride 4.
+            ``mask_preds`` (B, n, T, H4, W4) mask logits at stride 4 and,
+            with ``masked_attention``, ``aux_mask_preds`` (L-1, B, n, T, H4,
+            W4) the masks of the layers before the last.
         """
         B, T = pad_mask.shape[:2]
         n, d = self.num_queries, self.embed_dims
@@ -209,24 +232,79 @@ class TTSRNHead(BaseModule):
         query_pos = self.query_embed.weight[None].expand(B, -1, -1)
         tgt = None if self.query_feat is None else \
             self.query_feat.weight[None].expand(B, -1, -1)
-        hs, memory = self.transformer(tokens, mask.view(B, -1), pos,
-                                      query_pos, tgt)
+        token_mask = mask.view(B, -1)
+        memory_tokens = self.transformer.encode(tokens, token_mask, pos)
+        memory = memory_tokens.view(B, T, h, w, d).permute(0, 1, 4, 2, 3)
+        pixels = attn_mask_fn = None
+        aux_mask_preds: List[Tensor] = []
+        if self.masked_attention:
+            pixels = self.mask_head.pixel_embeddings(memory, feats[0])
+            attn_mask_fn = partial(
+                self._layer_attn_mask, pixels=pixels, token_mask=token_mask,
+                size=(h, w), aux_mask_preds=aux_mask_preds)
+        hs = self.transformer.decode(memory_tokens, token_mask, pos,
+                                     query_pos, tgt, attn_mask_fn)
         num_layers = hs.shape[0]
         # (L, B, T*n, d) -> (L, B, n, T, d): instance j's sequence is slot j
         # in every frame.
         hs = hs.view(num_layers, B, T, n, d).transpose(2, 3)
-        memory = memory.view(B, T, h, w, d).permute(0, 1, 4, 2, 3)
         mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
-                                    [feats[2], feats[1], feats[0]])
+                                    [feats[2], feats[1], feats[0]], pixels)
         if self.mask_pool_proj is not None:
             # The masks are the last layer's, so only its slots read them.
             pooled = self.mask_pool_proj(self._mask_pool(mask_preds, feats[0]))
             hs = torch.cat([hs[:-1], (hs[-1] + pooled)[None]])
         cls_scores = self.cls_head(hs)
         bbox_preds = self.reg_head(hs).sigmoid()
-        return dict(
+        outs = dict(
             cls_scores=cls_scores, bbox_preds=bbox_preds,
             mask_preds=mask_preds)
+        if aux_mask_preds:
+            outs['aux_mask_preds'] = torch.stack(aux_mask_preds)
+        return outs
+
+    def _layer_attn_mask(self, layer_out: Tensor, pixels: Tensor,
+                         token_mask: Tensor, size: Tuple[int, int],
+                         aux_mask_preds: List[Tensor]) -> Tensor:
+        """A decoder layer's masks (appended to ``aux_mask_preds``) and the
+        next layer's cross-attention mask.
+
+        Args:
+            layer_out (Tensor): Normed layer output (B, T*n, d).
+            pixels (Tensor): Pixel embeddings (B, T, d, H4, W4).
+        """
+        B, T = pixels.shape[:2]
+        logits = self.mask_head.dot_product_logits(
+            layer_out.view(B, T, self.num_queries, -1), pixels)
+        aux_mask_preds.append(logits)
+        return self._cross_attn_mask(logits, token_mask, size)
+
+    @staticmethod
+    def _cross_attn_mask(mask_logits: Tensor, token_mask: Tensor,
+                         size: Tuple[int, int]) -> Tensor:
+        """Masked attention: each slot's queries see only the tokens under
+        the slot's predicted masks, in every frame.
+
+        Args:
+            mask_logits (Tensor): (B, n, T, H4, W4).
+            token_mask (Tensor): (B, S) bool, True at padded tokens, with
+                S = T*h*w.
+            size (tuple[int, int]): The token grid (h, w).
+
+        Returns:
+            Tensor: (B, T*n, S) bool, True = not attended. A slot with an
+            empty mask attends to every token (as Mask2Former).
+        """
+        B, n, T = mask_logits.shape[:3]
+        S = token_mask.shape[1]
+        small = F.interpolate(
+            mask_logits.detach().flatten(0, 2)[:, None].float(), size=size,
+            mode='bilinear', align_corners=False)
+        blocked = (small.sigmoid() < 0.5).view(B, n, S) | token_mask[:, None]
+        blocked = torch.where(
+            blocked.all(-1, keepdim=True), token_mask[:, None], blocked)
+        # Query t*n+j belongs to slot j.
+        return blocked[:, None].expand(B, T, n, S).reshape(B, T * n, S)
 
     @staticmethod
     def _mask_pool(mask_preds: Tensor, feat: Tensor) -> Tensor:
@@ -309,10 +387,15 @@ class TTSRNHead(BaseModule):
         targets = self.get_targets(data_samples, pad_mask.device)
         return self.loss_by_feat(targets=targets, **outs)
 
-    def loss_by_feat(self, cls_scores: Tensor, bbox_preds: Tensor,
-                     mask_preds: Tensor,
-                     targets: List[Dict[str, Tensor]]) -> Dict[str, Tensor]:
-        """Set losses of every decoder layer, masks on the last one.
+    def loss_by_feat(
+            self,
+            cls_scores: Tensor,
+            bbox_preds: Tensor,
+            mask_preds: Tensor,
+            targets: List[Dict[str, Tensor]],
+            aux_mask_preds: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Set losses of every decoder layer; masks on the last one, and on
+        the others where ``aux_mask_preds`` (L-1, B, n, T, H4, W4) are given.
 
         The normaliser is the number of gt instance-frames in the batch,
         averaged over processes.
@@ -326,23 +409,40 @@ class TTSRNHead(BaseModule):
                 device=cls_scores.device))
         avg_factor = avg_factor.clamp(min=1).item()
 
-        losses = dict()
         num_layers = cls_scores.shape[0]
+        last = num_layers - 1
+        # Only the last layer has masks to match on.
+        with_masks = getattr(self.matcher, 'uses_masks', False)
+        last_matches = [
+            self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
+                               mp if with_masks else None,
+                               t['masks'] if with_masks else None)
+            for c, b, mp, t in zip(cls_scores[last], bbox_preds[last],
+                                   mask_preds, targets)
+        ]
+        # Read by CollapseMonitorHook to see how stable matching is.
+        self.last_matches = [(p.detach(), g.detach())
+                             for p, g in last_matches]
+        losses = dict()
         for layer in range(num_layers):
-            matches = [
-                self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'])
-                for c, b, t in zip(cls_scores[layer], bbox_preds[layer],
-                                   targets)
-            ]
-            layer_losses = self._loss_layer(
-                cls_scores[layer], bbox_preds[layer],
-                mask_preds if layer == num_layers - 1 else None, targets,
-                matches, avg_factor)
-            prefix = '' if layer == num_layers - 1 else f'd{layer}.'
-            if layer == num_layers - 1:
-                # Read by CollapseMonitorHook to see how stable matching is.
-                self.last_matches = [(p.detach(), g.detach())
-                                     for p, g in matches]
+            if layer == last or self.share_matching:
+                matches = last_matches
+            else:
+                matches = [
+                    self.matcher.match(c, b, t['labels'], t['bboxes'],
+                                       t['valid'])
+                    for c, b, t in zip(cls_scores[layer], bbox_preds[layer],
+                                       targets)
+                ]
+            if layer == last:
+                layer_masks = mask_preds
+            else:
+                layer_masks = None if aux_mask_preds is None else \
+                    aux_mask_preds[layer]
+            layer_losses = self._loss_layer(cls_scores[layer],
+                                            bbox_preds[layer], layer_masks,
+                                            targets, matches, avg_factor)
+            prefix = '' if layer == last else f'd{layer}.'
             losses.update(
                 {prefix + k: v
                  for k, v in layer_losses.items()})

@@ -4,7 +4,7 @@ Module and parameter names follow DETR's ``models/transformer.py`` so that
 the ``transformer.*`` weights of DETR's public checkpoints load by name.
 """
 import copy
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -74,7 +74,8 @@ class FusedMultiheadAttention(nn.Module):
                 query: Tensor,
                 key: Tensor,
                 value: Tensor,
-                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+                key_padding_mask: Optional[Tensor] = None,
+                attn_mask: Optional[Tensor] = None) -> Tensor:
         """Attend from ``query`` to ``key``/``value``.
 
         Args:
@@ -83,6 +84,9 @@ class FusedMultiheadAttention(nn.Module):
             value (Tensor): Shape (B, S, d).
             key_padding_mask (Tensor, optional): Shape (B, S), bool,
                 True = ignore this key. Defaults to None.
+            attn_mask (Tensor, optional): Shape (B, L, S), bool, True =
+                this query ignores this key; every query must keep at least
+                one key. Defaults to None.
 
         Returns:
             Tensor: Shape (B, L, d).
@@ -92,16 +96,20 @@ class FusedMultiheadAttention(nn.Module):
         q = self._split_heads(F.linear(query, w_q, b_q))
         k = self._split_heads(F.linear(key, w_k, b_k))
         v = self._split_heads(F.linear(value, w_v, b_v))
-        attn_mask = None
+        ignore = None
         if key_padding_mask is not None:
-            # SDPA's boolean mask means True = attend; (B, 1, 1, S)
-            # broadcasts over heads and queries.
-            attn_mask = ~key_padding_mask.bool()[:, None, None, :]
+            ignore = key_padding_mask.bool()[:, None, :]  # (B, 1, S)
+        if attn_mask is not None:
+            ignore = attn_mask.bool() if ignore is None else \
+                ignore | attn_mask.bool()
+        # SDPA's boolean mask means True = attend; (B, 1, L or 1, S)
+        # broadcasts over heads (and queries).
+        keep = None if ignore is None else ~ignore[:, None]
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=attn_mask,
+            attn_mask=keep,
             dropout_p=self.dropout if self.training else 0.0)
         batch_size, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch_size, length, -1)
@@ -214,7 +222,8 @@ class ClipTransformerDecoderLayer(nn.Module):
                 memory: Tensor,
                 memory_key_padding_mask: Optional[Tensor] = None,
                 pos: Optional[Tensor] = None,
-                query_pos: Optional[Tensor] = None) -> Tensor:
+                query_pos: Optional[Tensor] = None,
+                cross_attn_mask: Optional[Tensor] = None) -> Tensor:
         """Decode queries against the encoder memory.
 
         Args:
@@ -224,6 +233,8 @@ class ClipTransformerDecoderLayer(nn.Module):
                 True = padded token.
             pos (Tensor, optional): Memory positional embeddings, (B, S, d).
             query_pos (Tensor, optional): Query embeddings, (B, Q, d).
+            cross_attn_mask (Tensor, optional): (B, Q, S) bool, True = the
+                query does not attend to this token (masked attention).
 
         Returns:
             Tensor: Shape (B, Q, d).
@@ -238,7 +249,8 @@ class ClipTransformerDecoderLayer(nn.Module):
                     _with_pos(tgt2, query_pos),
                     _with_pos(memory, pos),
                     memory,
-                    key_padding_mask=memory_key_padding_mask))
+                    key_padding_mask=memory_key_padding_mask,
+                    attn_mask=cross_attn_mask))
             return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
         q = k = _with_pos(tgt, query_pos)
         tgt2 = self.self_attn(q, k, tgt)
@@ -247,7 +259,8 @@ class ClipTransformerDecoderLayer(nn.Module):
             _with_pos(tgt, query_pos),
             _with_pos(memory, pos),
             memory,
-            key_padding_mask=memory_key_padding_mask)
+            key_padding_mask=memory_key_padding_mask,
+            attn_mask=cross_attn_mask)
         tgt = self.norm2(tgt + self.dropout2(tgt2))
         return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
 
@@ -315,18 +328,31 @@ class ClipTransformerDecoder(nn.Module):
                 memory: Tensor,
                 memory_key_padding_mask: Optional[Tensor] = None,
                 pos: Optional[Tensor] = None,
-                query_pos: Optional[Tensor] = None) -> Tensor:
+                query_pos: Optional[Tensor] = None,
+                attn_mask_fn: Optional[Callable[[Tensor], Tensor]] = None
+                ) -> Tensor:
         """Decode; arguments as :meth:`ClipTransformerDecoderLayer.forward`.
+
+        ``attn_mask_fn`` (optional) maps a layer's normed output (B, Q, d)
+        to the next layer's ``cross_attn_mask`` (B, Q, S) (Mask2Former's
+        masked attention); the first layer attends everywhere.
 
         Returns:
             Tensor: Normed layer outputs, shape (L, B, Q, d) with L the
             number of layers, or 1 without ``return_intermediate``.
         """
         outputs: List[Tensor] = []
-        for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+        cross_attn_mask = None
+        for i, layer in enumerate(self.layers):
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos,
+                        cross_attn_mask)
+            last = i == len(self.layers) - 1
+            if self.return_intermediate or (attn_mask_fn and not last):
+                normed = self.norm(tgt)
             if self.return_intermediate:
-                outputs.append(self.norm(tgt))
+                outputs.append(normed)
+            if attn_mask_fn is not None and not last:
+                cross_attn_mask = attn_mask_fn(normed)
         if not self.return_intermediate:
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
@@ -392,6 +418,30 @@ class ClipTransformer(BaseModule):
                 nn.init.xavier_uniform_(param)
         super().init_weights()
 
+    def encode(self, src: Tensor, src_key_padding_mask: Optional[Tensor],
+               pos: Tensor) -> Tensor:
+        """Encode the clip tokens (B, S, d) into the memory (B, S, d)."""
+        return self.encoder(src, src_key_padding_mask, pos)
+
+    def decode(self,
+               memory: Tensor,
+               src_key_padding_mask: Optional[Tensor],
+               pos: Tensor,
+               query_pos: Tensor,
+               tgt: Optional[Tensor] = None,
+               attn_mask_fn: Optional[Callable[[Tensor], Tensor]] = None
+               ) -> Tensor:
+        """Decode the queries against the memory; arguments as
+        :meth:`forward` and :meth:`ClipTransformerDecoder.forward`.
+
+        Returns:
+            Tensor: Normed decoder outputs, shape (L, B, Q, d).
+        """
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
+        return self.decoder(tgt, memory, src_key_padding_mask, pos,
+                            query_pos, attn_mask_fn)
+
     def forward(self,
                 src: Tensor,
                 src_key_padding_mask: Optional[Tensor],
@@ -415,8 +465,6 @@ class ClipTransformer(BaseModule):
             - hs (Tensor): Normed decoder outputs, shape (L, B, Q, d).
             - memory (Tensor): Encoder output, shape (B, S, d).
         """
-        memory = self.encoder(src, src_key_padding_mask, pos)
-        if tgt is None:
-            tgt = torch.zeros_like(query_pos)
-        hs = self.decoder(tgt, memory, src_key_padding_mask, pos, query_pos)
+        memory = self.encode(src, src_key_padding_mask, pos)
+        hs = self.decode(memory, src_key_padding_mask, pos, query_pos, tgt)
         return hs, memory

@@ -4,9 +4,10 @@ Follows VisTR: a prediction is the same instance slot across the T frames of
 a clip and is matched as a whole to one ground-truth instance sequence.
 """
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from scipy.optimize import linear_sum_assignment
@@ -25,7 +26,11 @@ class InstanceSequenceMatcher:
     - giou_weight * GIoU(b_i,t, b_g,t)``, the L1 distance averaged over the
     4 box coordinates as in VisTR and the TT-SRN reference code (mmdet's
     DETR sums them: its L1 cost is 4x larger for the same weight).
-    Frames where g is absent do not enter its cost. A clip with more gt
+    With ``mask_weight`` or ``dice_weight`` set and masks given, each frame's
+    cost also has Mask2Former's mask terms: the mean sigmoid cross-entropy
+    and the dice loss between the predicted mask and the gt mask resized to
+    the prediction. Frames where g is absent do not enter its cost. A clip
+    with more gt
     instances than slots matches as many as there are slots (those of least
     cost); the others go unsupervised, with a warning the first time.
 
@@ -33,15 +38,23 @@ class InstanceSequenceMatcher:
         cls_weight (float): Weight of the class cost. Defaults to 1.0.
         l1_weight (float): Weight of the L1 box cost. Defaults to 5.0.
         giou_weight (float): Weight of the GIoU cost. Defaults to 2.0.
+        mask_weight (float): Weight of the mask cross-entropy cost, used
+            where masks are given. Defaults to 0.0 (the paper).
+        dice_weight (float): Weight of the dice cost, used where masks are
+            given. Defaults to 0.0 (the paper).
     """
 
     def __init__(self,
                  cls_weight: float = 1.0,
                  l1_weight: float = 5.0,
-                 giou_weight: float = 2.0) -> None:
+                 giou_weight: float = 2.0,
+                 mask_weight: float = 0.0,
+                 dice_weight: float = 0.0) -> None:
         self.cls_weight = cls_weight
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
+        self.mask_weight = mask_weight
+        self.dice_weight = dice_weight
         self._warned_crowded = False
 
     @staticmethod
@@ -70,9 +83,20 @@ class InstanceSequenceMatcher:
             raise ValueError(f'ground-truth instance {empty[0]} is absent in '
                              'every frame of the clip (gt_valid all False)')
 
+    @property
+    def uses_masks(self) -> bool:
+        """Whether the cost has mask terms (then pass the masks)."""
+        return bool(self.mask_weight or self.dice_weight)
+
     @torch.no_grad()
-    def cost(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
-             gt_bboxes: Tensor, gt_valid: Tensor) -> Tensor:
+    def cost(self,
+             cls_scores: Tensor,
+             bbox_preds: Tensor,
+             gt_labels: Tensor,
+             gt_bboxes: Tensor,
+             gt_valid: Tensor,
+             mask_preds: Optional[Tensor] = None,
+             gt_masks: Optional[Tensor] = None) -> Tensor:
         """Matching cost between every prediction and ground-truth sequence.
 
         Args:
@@ -82,6 +106,8 @@ class InstanceSequenceMatcher:
             gt_bboxes (Tensor): Normalised cxcywh boxes (m, T, 4).
             gt_valid (Tensor): Bool (m, T), False where the instance is
                 absent from the frame.
+            mask_preds (Tensor, optional): Mask logits (n, T, h, w).
+            gt_masks (Tensor, optional): Masks (m, T, H, W), any size.
 
         Returns:
             Tensor: Cost matrix (n, m).
@@ -107,15 +133,40 @@ class InstanceSequenceMatcher:
         frame_cost = (
             self.cls_weight * cls_cost + self.l1_weight * l1_cost -
             self.giou_weight * giou)
+        if self.uses_masks and mask_preds is not None:
+            frame_cost = frame_cost + self._mask_cost(mask_preds, gt_masks)
         # where() rather than a product: absent frames may hold junk (even
         # non-finite) boxes that must not reach the mean.
         valid = gt_valid.bool()[None]
         frame_cost = torch.where(valid, frame_cost, frame_cost.new_zeros(()))
         return frame_cost.sum(-1) / valid.sum(-1)
 
+    def _mask_cost(self, mask_preds: Tensor, gt_masks: Tensor) -> Tensor:
+        """Weighted cross-entropy plus dice cost per frame, (n, m, T)."""
+        logits = mask_preds.float().flatten(2)  # (n, T, p)
+        # Area-averaged, so a gt pixel's share of each cell is kept.
+        gt = F.adaptive_avg_pool2d(gt_masks.float(),
+                                   mask_preds.shape[-2:]).flatten(2)
+        num_pixels = logits.shape[-1]
+        # BCE(x, g) = softplus(-x) g + softplus(x) (1 - g), summed by einsum.
+        pos, neg = F.softplus(-logits), F.softplus(logits)
+        ce = (torch.einsum('ntp,mtp->nmt', pos, gt) +
+              torch.einsum('ntp,mtp->nmt', neg, 1 - gt)) / num_pixels
+        prob = logits.sigmoid()
+        inter = torch.einsum('ntp,mtp->nmt', prob, gt)
+        total = prob.sum(-1)[:, None] + gt.sum(-1)[None]
+        dice = 1 - (2 * inter + 1) / (total + 1)
+        return self.mask_weight * ce + self.dice_weight * dice
+
     @torch.no_grad()
-    def match(self, cls_scores: Tensor, bbox_preds: Tensor, gt_labels: Tensor,
-              gt_bboxes: Tensor, gt_valid: Tensor) -> Tuple[Tensor, Tensor]:
+    def match(self,
+              cls_scores: Tensor,
+              bbox_preds: Tensor,
+              gt_labels: Tensor,
+              gt_bboxes: Tensor,
+              gt_valid: Tensor,
+              mask_preds: Optional[Tensor] = None,
+              gt_masks: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Assign one prediction sequence to every ground-truth sequence.
 
         The arguments are those of :meth:`cost`.
@@ -125,7 +176,7 @@ class InstanceSequenceMatcher:
             length min(n, m) on the input device, sorted by ``pred_inds``.
         """
         cost = self.cost(cls_scores, bbox_preds, gt_labels, gt_bboxes,
-                         gt_valid)
+                         gt_valid, mask_preds, gt_masks)
         device = cls_scores.device
         if cost.shape[1] == 0:
             empty = torch.zeros(0, dtype=torch.long, device=device)

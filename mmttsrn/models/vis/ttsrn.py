@@ -29,8 +29,12 @@ class TTSRN(BaseMOTModel):
         track_head (dict): :class:`TTSRNHead` config.
         data_preprocessor (dict): Usually ``TrackDataPreprocessor``.
         test_cfg (dict): ``max_per_video`` instances kept by score (for AP),
-            ``score_thr``, ``mask_thr`` and ``linker`` (a
-            :class:`WindowLinker` config).
+            ``score_thr``, ``mask_thr``, ``linker`` (a :class:`WindowLinker`
+            config) and ``multi_label`` (default False: one category per
+            track, as in the paper; True: rank every (track, category) pair
+            and keep the best ``max_per_video``, as mmdet's Mask2Former-VIS
+            does, so that a track whose class is uncertain is also
+            reported under its second-best category).
     """
 
     def __init__(self,
@@ -45,7 +49,8 @@ class TTSRN(BaseMOTModel):
         self.track_head = MODELS.build(track_head)
         self.num_classes = self.track_head.num_classes
         self.num_frames = self.track_head.num_frames
-        self.test_cfg = dict(max_per_video=10, score_thr=0.0, mask_thr=0.5)
+        self.test_cfg = dict(
+            max_per_video=10, score_thr=0.0, mask_thr=0.5, multi_label=False)
         self.test_cfg.update(test_cfg or {})
         self.linker = TASK_UTILS.build(
             self.test_cfg.get('linker', dict(type='WindowLinker')))
@@ -136,29 +141,47 @@ class TTSRN(BaseMOTModel):
                       rescale: bool) -> List[InstanceData]:
         """Scores, labels, masks and boxes of the kept tracks, per frame.
 
-        Category: majority vote over the frames a track covers; score: mean
-        over those frames of the highest class probability. Tracks with an
-        empty mask in every frame are dropped.
+        One category per track (default): majority vote over the frames a
+        track covers, scored by the mean over those frames of the highest
+        class probability. With ``multi_label``: every (track, category)
+        pair scored by the category's mean probability over the covered
+        frames, each kept pair an instance of its own. Tracks with an empty
+        mask in every frame are dropped before the best ``max_per_video``
+        are kept.
         """
         covered = tracks['covered']  # (N, L)
-        max_probs, frame_labels = tracks['cls_probs'].max(-1)
         num_covered = covered.sum(1).clamp(min=1)
-        scores = (max_probs * covered).sum(1) / num_covered
-        votes = F.one_hot(frame_labels, self.num_classes) * covered[..., None]
-        labels = votes.sum(1).argmax(1)
-
         # A track whose mask is empty in every frame it covers cannot match
         # anything: drop it before it takes one of the top-k places.
         mask_thr = self.test_cfg['mask_thr']
         has_mask = ((tracks['mask_probs'] > mask_thr).flatten(2).any(-1)
                     & covered).any(1)
+        if self.test_cfg.get('multi_label', False):
+            probs = (tracks['cls_probs'] * covered[..., None]).sum(1) / \
+                num_covered[:, None]  # (N, K)
+            scores = probs.flatten()
+            labels = torch.arange(
+                self.num_classes, device=scores.device).repeat(len(probs))
+            track_inds = torch.arange(
+                len(probs), device=scores.device).repeat_interleave(
+                    self.num_classes)
+        else:
+            max_probs, frame_labels = tracks['cls_probs'].max(-1)
+            scores = (max_probs * covered).sum(1) / num_covered
+            votes = F.one_hot(frame_labels,
+                              self.num_classes) * covered[..., None]
+            labels = votes.sum(1).argmax(1)
+            track_inds = torch.arange(len(scores), device=scores.device)
+        has_mask = has_mask[track_inds]
         ranked = scores.masked_fill(~has_mask, -1)
-        # The best max_per_video tracks above score_thr, best first (one
+        # The best max_per_video above score_thr, best first (one
         # host-device sync, for the number kept).
         order = ranked.argsort(descending=True, stable=True)
         order = order[:self.test_cfg['max_per_video']]
         keep = order[(ranked[order] > self.test_cfg['score_thr'])
                      & has_mask[order]]
+        scores, labels, ids = scores[keep], labels[keep], keep
+        keep = track_inds[keep]
 
         frame0 = sample.video_data_samples[0]
         img_h, img_w = frame0.img_shape[:2]
@@ -187,7 +210,7 @@ class TTSRN(BaseMOTModel):
                 InstanceData(
                     masks=masks[:, t],
                     bboxes=bboxes[:, t],
-                    scores=scores[keep],
-                    labels=labels[keep],
-                    instances_id=keep))
+                    scores=scores,
+                    labels=labels,
+                    instances_id=ids))
         return instances

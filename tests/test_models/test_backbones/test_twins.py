@@ -142,7 +142,7 @@ def test_twins_matches_timm_with_converted_weights():
     ((1, 1, 2, 1), (1, 1, 2, 2), 'Missing keys: blocks.3.1'),
 ])
 def test_twins_refuses_weights_of_another_depth(tmp_path, saved_depths,
-                                                 loaded_depths, kind):
+                                                loaded_depths, kind):
     """E.g. ImageNet Twins-SVT-S (2, 2, 10, 4) into the paper's (.., 8)."""
     path = tmp_path / 'twins.pth'
     torch.save(TwinsSVT(**dict(TINY, depths=saved_depths)).state_dict(),

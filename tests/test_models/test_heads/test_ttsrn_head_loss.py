@@ -179,3 +179,59 @@ def test_mask_pooling_averages_features_under_each_slot_mask():
     torch.testing.assert_close(pooled[0, 1, 1], feat[1, :, 3, 3])
     # An empty mask pools (almost) nothing rather than dividing by ~0.
     assert pooled[0, 1, 0].abs().max() < 1e-6
+
+
+def test_cross_attn_mask_keeps_each_slot_to_its_masks():
+    B, n, T, h, w = 1, 3, 2, 2, 2
+    logits = torch.full((B, n, T, 2 * h, 2 * w), -10.)
+    logits[0, 0, 0, :2, :2] = 10.  # slot 0: token (0, 0) of frame 0
+    logits[0, 1, 1, 2:, 2:] = 10.  # slot 1: token (1, 1) of frame 1
+    token_mask = torch.zeros(B, T * h * w, dtype=torch.bool)
+    token_mask[0, 3] = True  # a padded token
+    blocked = _head()._cross_attn_mask(logits, token_mask, (h, w))
+    assert blocked.shape == (B, T * n, T * h * w)
+    seen = (~blocked[0]).view(T, n, T * h * w)
+    # Query t*n+j is slot j: the same tokens in every frame t.
+    for t in range(T):
+        assert seen[t, 0].nonzero().flatten().tolist() == [0]
+        assert seen[t, 1].nonzero().flatten().tolist() == [7]
+        # Slot 2's mask is empty: it sees every token but the padded one.
+        assert seen[t, 2].tolist() == [True] * 3 + [False] + [True] * 4
+
+
+def test_masked_attention_supervises_every_layer_with_one_assignment():
+    with pytest.raises(ValueError, match='pixel_embed'):
+        _head(masked_attention=True)
+    head = _head(
+        masked_attention=True,
+        mask_head=dict(
+            type='SequenceMaskHead',
+            num_heads=4,
+            num_groups=1,
+            conv3d_channels=(4, ),
+            conv3d_groups=2,
+            pixel_embed=True),
+        train_cfg=dict(
+            matcher=dict(
+                type='InstanceSequenceMatcher',
+                l1_weight=0.,
+                giou_weight=0.,
+                dice_weight=1.),
+            share_matching=True))
+    head.init_weights()
+    torch.manual_seed(0)
+    feats = [torch.randn(2, c, 32 // s, 32 // s)
+             for c, s in zip([8, 16, 32, 64], [4, 8, 16, 32])]
+    pad_mask = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
+    outs = head(feats, pad_mask)
+    assert outs['aux_mask_preds'].shape == (1, 1, 2, 2, 8, 8)
+    calls = []
+    match = head.matcher.match
+    head.matcher.match = lambda *args: calls.append(args) or match(*args)
+    losses = head.loss(feats, pad_mask, [_video([0, 1])])
+    # One matching, on the last layer's masks, serves both layers.
+    assert len(calls) == 1 and calls[0][5] is not None
+    assert {'loss_dice', 'd0.loss_dice', 'd0.loss_mask'} <= set(losses)
+    total = sum(v for v in losses.values())
+    total.backward()
+    assert head.mask_head.mask_embed[0].weight.grad.abs().sum() > 0

@@ -149,3 +149,54 @@ def test_builds_activation_from_config():
         num_decoder_layers=1,
         feedforward_channels=8)
     assert isinstance(default.decoder.layers[0].activation, nn.GELU)
+
+
+def test_fused_attention_mask_per_query():
+    """``attn_mask`` (B, L, S) hides keys from single queries, on top of the
+    key padding mask."""
+    torch.manual_seed(0)
+    fused = FusedMultiheadAttention(D, HEADS).eval()
+    query, key, value = (torch.randn(2, 3, D), torch.randn(2, 6, D),
+                         torch.randn(2, 6, D))
+    padding = torch.zeros(2, 6, dtype=torch.bool)
+    padding[1, 5] = True
+    attn_mask = torch.zeros(2, 3, 6, dtype=torch.bool)
+    attn_mask[0, 1, :4] = True  # query 1 of clip 0 sees keys 4, 5 only
+    attn_mask[1, 2, 1:] = True  # query 2 of clip 1 sees key 0 only
+    out = fused(query, key, value, key_padding_mask=padding,
+                attn_mask=attn_mask)
+    # Each query alone, given only the keys it may see.
+    torch.testing.assert_close(
+        out[0, 1], fused(query[:1, 1:2], key[:1, 4:], value[:1, 4:])[0, 0])
+    torch.testing.assert_close(
+        out[1, 2], fused(query[1:, 2:3], key[1:, :1], value[1:, :1])[0, 0])
+    torch.testing.assert_close(
+        out[1, 0], fused(query[1:, :1], key[1:, :5], value[1:, :5])[0, 0])
+
+
+def test_decoder_passes_each_layer_mask_to_the_next():
+    model = _transformer().eval()
+    src, mask, pos, query_pos = _inputs()
+    memory = model.encode(src, mask, pos)
+    seen = []
+
+    def block_all_but_first_token(layer_out):
+        seen.append(layer_out)
+        blocked = torch.ones(*layer_out.shape[:2], src.shape[1],
+                             dtype=torch.bool)
+        blocked[..., 0] = False
+        return blocked
+
+    hs = model.decode(memory, mask, pos, query_pos,
+                      attn_mask_fn=block_all_but_first_token)
+    # Called on the normed output of every layer but the last.
+    assert len(seen) == 2
+    torch.testing.assert_close(seen[0], hs[0])
+    torch.testing.assert_close(seen[1], hs[1])
+    # The first layer attends everywhere: the same as without masks.
+    free = model.decode(memory, mask, pos, query_pos)
+    torch.testing.assert_close(hs[0], free[0])
+    assert not torch.allclose(hs[1], free[1])
+    # encode + decode is forward.
+    torch.testing.assert_close(
+        model(src, mask, pos, query_pos)[0], free)

@@ -165,3 +165,49 @@ def test_bad_inputs_raise():
     problem[3] = problem[3][:, :1]
     with pytest.raises(ValueError, match='gt_bboxes'):
         matcher.match(*problem)
+
+
+def test_mask_cost_equals_hand_computation_and_decides_the_match():
+    # Boxes and classes say nothing (all equal); the masks decide.
+    n, m, T, h, w = 2, 2, 2, 4, 4
+    cls_scores = torch.zeros(n, T, 3)
+    bbox_preds = torch.full((n, T, 4), 0.5)
+    gt_bboxes = torch.full((m, T, 4), 0.5)
+    gt_valid = torch.ones(m, T, dtype=torch.bool)
+    gt_valid[1, 1] = False  # gt 1 is absent from frame 1
+    gt_masks = torch.zeros(m, T, 2 * h, 2 * w, dtype=torch.bool)
+    gt_masks[0, :, :4, :4] = True  # top-left quarter
+    gt_masks[1, 0, 4:, 4:] = True  # bottom-right quarter
+    mask_preds = torch.full((n, T, h, w), -3.0)
+    mask_preds[0, :, 2:, 2:] = 3.0  # slot 0 segments gt 1
+    mask_preds[1, :, :2, :2] = 3.0  # slot 1 segments gt 0
+    matcher = InstanceSequenceMatcher(
+        cls_weight=0.0, l1_weight=1.0, giou_weight=1.0, mask_weight=2.0,
+        dice_weight=3.0)
+    assert matcher.uses_masks
+    cost = matcher.cost(cls_scores, bbox_preds, torch.tensor([0, 1]),
+                        gt_bboxes, gt_valid, mask_preds, gt_masks)
+    # By hand: every box term is 0 - 1 * GIoU(equal boxes) = -1.
+    gt_small = gt_masks.float().view(m, T, h, 2, w, 2).mean((3, 5))
+    expected = torch.zeros(n, m)
+    for i in range(n):
+        for g in range(m):
+            frames = gt_valid[g].nonzero().flatten().tolist()
+            total = 0.0
+            for t in frames:
+                x, y = mask_preds[i, t], gt_small[g, t]
+                p = x.sigmoid()
+                ce = torch.nn.functional.binary_cross_entropy_with_logits(
+                    x, y)
+                dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+                total += -1.0 + 2.0 * ce + 3.0 * dice
+            expected[i, g] = total / len(frames)
+    torch.testing.assert_close(cost, expected)
+    pred_inds, gt_inds = matcher.match(cls_scores, bbox_preds,
+                                       torch.tensor([0, 1]), gt_bboxes,
+                                       gt_valid, mask_preds, gt_masks)
+    assert dict(zip(pred_inds.tolist(), gt_inds.tolist())) == {0: 1, 1: 0}
+    # Without masks the mask terms are left out.
+    no_masks = matcher.cost(cls_scores, bbox_preds, torch.tensor([0, 1]),
+                            gt_bboxes, gt_valid)
+    torch.testing.assert_close(no_masks, torch.full((n, m), -1.0))
