@@ -152,3 +152,27 @@ def test_tracks_with_empty_masks_are_dropped_before_top_k():
         covered=torch.ones(2, 2, dtype=torch.bool))
     instances = model._post_process(tracks, video, rescale=True)
     assert instances[0].instances_id.tolist() == [1]
+
+
+def test_multi_label_reports_each_track_under_its_best_categories():
+    model = _model()
+    model.test_cfg.update(multi_label=True, max_per_video=3)
+    _, video = _video(2, (64, 96), (64, 96), (64, 96))
+    mask_probs = torch.zeros(2, 2, 16, 24)
+    mask_probs[:, :, 4:8, 4:8] = 0.9
+    tracks = dict(
+        # Track 0 is class 0 or 2 (0.5 / 0.4); track 1 is class 1 (0.8).
+        cls_probs=torch.tensor([[[0.5, 0.1, 0.4]] * 2, [[0.1, 0.8, 0.1]] *
+                                2]),
+        bboxes=torch.full((2, 2, 4), 0.5),
+        mask_probs=mask_probs,
+        covered=torch.ones(2, 2, dtype=torch.bool))
+    instances = model._post_process(tracks, video, rescale=True)
+    pred = instances[0]
+    assert pred.labels.tolist() == [1, 0, 2]
+    torch.testing.assert_close(pred.scores, torch.tensor([0.8, 0.5, 0.4]))
+    # Each (track, category) pair is its own instance; pairs of one track
+    # share its mask.
+    assert len(set(pred.instances_id.tolist())) == 3
+    assert torch.equal(pred.masks[1], pred.masks[2])
+    assert pred.masks[0].any()
