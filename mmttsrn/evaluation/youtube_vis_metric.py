@@ -4,6 +4,7 @@ import os
 import os.path as osp
 import tempfile
 import zipfile
+from collections import defaultdict
 from typing import Dict, List
 
 import mmengine
@@ -49,12 +50,22 @@ class YouTubeVISResultsMetric(YouTubeVISMetric):
       ``has_annotations=False``) is not scored, since every AP would be -1:
       a warning says so and the results are only written, as with
       ``format_only``.
+    - It can evaluate more than once in a process (validation every few
+      epochs, then a test): mmdet's ``evaluate`` leaves its video records as
+      a plain dict without the ``'images'`` key, and the next evaluation
+      fails with ``KeyError: 'images'``.
     - A model that keeps no instance in any video (early in training every
       mask can be empty) scores 0 with a warning; mmdet's scorer would
       fail on the empty list.
     """
 
     _DEFAULT_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+    def evaluate(self, size: int) -> dict:
+        try:
+            return super().evaluate(size)
+        finally:
+            self._vis_meta_info = defaultdict(list)
 
     def compute_metrics(self, results: List) -> Dict[str, float]:
         unannotated = not self.format_only and \

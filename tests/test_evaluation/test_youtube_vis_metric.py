@@ -81,3 +81,16 @@ def test_no_predictions_scores_zero(tmp_path, logged):
     assert _read(tmp_path) == []
     assert any('kept no instance' in m and '2 evaluated' in m
                for m in logged)
+
+
+def test_evaluates_again_after_an_evaluation(tmp_path, monkeypatch):
+    """Validation every few epochs: each evaluation starts afresh."""
+    metric = _metric(tmp_path)
+    monkeypatch.setattr(metric, 'compute_metrics', lambda results: {})
+    for _ in range(2):
+        metric._vis_meta_info['images'].append(dict(id=1))
+        metric._vis_meta_info['videos'].append(dict(id=1))
+        metric.results.append(([], []))
+        metric.evaluate(1)
+        assert dict(metric._vis_meta_info) == {}
+        assert metric._vis_meta_info['images'] == []
