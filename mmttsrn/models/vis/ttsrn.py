@@ -34,7 +34,13 @@ class TTSRN(BaseMOTModel):
             track, as in the paper; True: rank every (track, category) pair
             and keep the best ``max_per_video``, as mmdet's Mask2Former-VIS
             does, so that a track whose class is uncertain is also
-            reported under its second-best category).
+            reported under its second-best category) and
+            ``drop_absent_frames`` (default False, as the paper; True: a
+            track's frames whose class probabilities say no-object, i.e.
+            sum to less than 0.5, get no mask and do not count in its score
+            and category: TT-SRN classifies every slot in every frame, so
+            an instance that enters late or leaves early is not painted
+            over the frames where it is absent).
     """
 
     def __init__(self,
@@ -50,7 +56,11 @@ class TTSRN(BaseMOTModel):
         self.num_classes = self.track_head.num_classes
         self.num_frames = self.track_head.num_frames
         self.test_cfg = dict(
-            max_per_video=10, score_thr=0.0, mask_thr=0.5, multi_label=False)
+            max_per_video=10,
+            score_thr=0.0,
+            mask_thr=0.5,
+            multi_label=False,
+            drop_absent_frames=False)
         self.test_cfg.update(test_cfg or {})
         self.linker = TASK_UTILS.build(
             self.test_cfg.get('linker', dict(type='WindowLinker')))
@@ -147,9 +157,12 @@ class TTSRN(BaseMOTModel):
         pair scored by the category's mean probability over the covered
         frames, each kept pair an instance of its own. Tracks with an empty
         mask in every frame are dropped before the best ``max_per_video``
-        are kept.
+        are kept. With ``drop_absent_frames``, a track covers only the frames
+        where it is classified as an object.
         """
         covered = tracks['covered']  # (N, L)
+        if self.test_cfg.get('drop_absent_frames', False):
+            covered = covered & (tracks['cls_probs'].sum(-1) >= 0.5)
         num_covered = covered.sum(1).clamp(min=1)
         # A track whose mask is empty in every frame it covers cannot match
         # anything: drop it before it takes one of the top-k places.

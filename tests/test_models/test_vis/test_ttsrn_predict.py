@@ -176,3 +176,25 @@ def test_multi_label_reports_each_track_under_its_best_categories():
     assert len(set(pred.instances_id.tolist())) == 3
     assert torch.equal(pred.masks[1], pred.masks[2])
     assert pred.masks[0].any()
+
+
+def test_drop_absent_frames_leaves_no_object_frames_empty():
+    model = _model()
+    _, video = _video(3, (64, 96), (64, 96), (64, 96))
+    # The slot holds an object of class 0 in frames 0 and 2; frame 1 says
+    # no-object (class probabilities sum to 0.3).
+    probs = torch.tensor([[[0.9, 0.05, 0.05], [0.1, 0.1, 0.1],
+                           [0.7, 0.1, 0.1]]])
+    tracks = dict(
+        cls_probs=probs,
+        bboxes=torch.full((1, 3, 4), 0.5),
+        mask_probs=torch.ones(1, 3, 16, 24),
+        covered=torch.ones(1, 3, dtype=torch.bool))
+    painted = model._post_process(tracks, video, rescale=True)
+    assert all(frame.masks.all() for frame in painted)
+    model.test_cfg.update(drop_absent_frames=True)
+    instances = model._post_process(tracks, video, rescale=True)
+    assert [bool(frame.masks.any()) for frame in instances] == [
+        True, False, True
+    ]
+    torch.testing.assert_close(instances[0].scores, torch.tensor([0.8]))
