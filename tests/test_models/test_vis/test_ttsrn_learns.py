@@ -14,6 +14,8 @@ from mmengine.runner import Runner
 from mmttsrn.datasets import make_synthetic_vis
 from mmttsrn.engine import relative_spread, token_spread
 
+# A video with instances of several categories; iterations for ~1 min.
+OVERFIT_SEED, OVERFIT_ITERS = 3, 400
 CONFIG = osp.join(
     osp.dirname(__file__), '..', '..', '..', 'configs', 'ttsrn',
     'ttsrn_synthetic.py')
@@ -57,8 +59,8 @@ def test_outputs_depend_on_the_clip(tmp_path):
     runner.train()
     model = runner.model.eval()
     captured = {}
-    model.track_head.transformer.register_forward_hook(
-        lambda module, inputs, outputs: captured.update(memory=outputs[1]))
+    model.track_head.transformer.encoder.register_forward_hook(
+        lambda module, inputs, outputs: captured.update(memory=outputs))
     outs, memories = [], []
     with torch.no_grad():
         for data in runner.train_dataloader.dataset:
@@ -72,3 +74,27 @@ def test_outputs_depend_on_the_clip(tmp_path):
     # Tokens of a clip differ, and so do the two clips' class logits.
     assert min(token_spread(m) for m in memories) > 0.05
     assert relative_spread(torch.cat(outs)) > 0.05
+
+
+def test_overfits_one_short_clip(tmp_path):
+    """The sanity check of DETR-style models: the quickstart model, trained
+    from scratch on one 4-frame video for about a minute of CPU, finds,
+    classifies and tracks all of that video's instances (AP50 = 1).
+
+    AP over IoU 0.5-0.95 reaches 0.70 (measured): the stride-4 masks are not
+    yet sharp enough at IoU >= 0.85 in this budget (0.9 is the goal).
+    """
+    root = tmp_path / 'data'
+    make_synthetic_vis(
+        str(root),
+        num_train_videos=1,
+        num_val_videos=0,
+        seed=OVERFIT_SEED,
+        frames_range=(4, 4),
+        size_range=(96, 96),
+        width_range=(128, 128))
+    runner = _runner(root, tmp_path / 'work', iters=OVERFIT_ITERS)
+    runner.train()
+    metrics = runner.val()
+    assert metrics['youtube_vis/segm_mAP_50'] == 1.0, metrics
+    assert metrics['youtube_vis/segm_mAP'] >= 0.6, metrics
