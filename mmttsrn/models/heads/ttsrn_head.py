@@ -324,6 +324,33 @@ class TTSRNHead(BaseModule):
         area = weights.sum((-2, -1))[..., None]
         return pooled / area.clamp(min=1.0)
 
+    def predict(self, feats: Sequence[Tensor],
+                pad_mask: Tensor) -> List[Dict[str, Tensor]]:
+        """Forward, then :meth:`predict_by_feat`; arguments as
+        :meth:`forward`."""
+        return self.predict_by_feat(**self(feats, pad_mask))
+
+    def predict_by_feat(self, cls_scores: Tensor, bbox_preds: Tensor,
+                        mask_preds: Tensor,
+                        **kwargs) -> List[Dict[str, Tensor]]:
+        """The last layer's outputs of each clip as probabilities.
+
+        Args:
+            cls_scores, bbox_preds, mask_preds (Tensor): As returned by
+                :meth:`forward`; other outputs are ignored.
+
+        Returns:
+            list[dict]: One per clip: ``cls_probs`` (n, T, K) (no-object
+            left out), ``bboxes`` (n, T, 4) normalised (cx, cy, w, h) and
+            ``mask_probs`` (n, T, H4, W4).
+        """
+        cls_probs = cls_scores[-1].softmax(-1)[..., :-1]
+        mask_probs = mask_preds.sigmoid()
+        return [
+            dict(cls_probs=c, bboxes=b, mask_probs=m)
+            for c, b, m in zip(cls_probs, bbox_preds[-1], mask_probs)
+        ]
+
     # ------------------------------------------------------------------ #
     # training
     # ------------------------------------------------------------------ #

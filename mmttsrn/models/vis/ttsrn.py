@@ -138,13 +138,8 @@ class TTSRN(BaseMOTModel):
         for frame_inds in self.linker.split(
                 len(video), self.num_frames, device=video.device):
             feats = self.extract_feat(video[frame_inds][None])
-            outs = self.track_head(feats, pad_mask[frame_inds][None])
-            windows.append(
-                dict(
-                    frame_inds=frame_inds,
-                    cls_probs=outs['cls_scores'][-1, 0].softmax(-1)[..., :-1],
-                    bboxes=outs['bbox_preds'][-1, 0],
-                    mask_probs=outs['mask_preds'][0].sigmoid()))
+            clip, = self.track_head.predict(feats, pad_mask[frame_inds][None])
+            windows.append(dict(frame_inds=frame_inds, **clip))
         return self.linker.merge(windows, len(video))
 
     def _post_process(self, tracks: dict, sample: TrackDataSample,

@@ -8,6 +8,7 @@ from mmdet.structures import DetDataSample, TrackDataSample
 from torch import nn
 
 import mmttsrn  # noqa: F401
+from mmttsrn.models.heads import TTSRNHead
 
 
 class BrightPixelHead(nn.Module):
@@ -16,6 +17,9 @@ class BrightPixelHead(nn.Module):
 
     num_classes = 3
     num_frames = 5
+    # The real head turns raw outputs into probabilities.
+    predict = TTSRNHead.predict
+    predict_by_feat = TTSRNHead.predict_by_feat
 
     def __init__(self):
         super().__init__()
