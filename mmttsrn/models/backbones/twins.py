@@ -10,6 +10,7 @@ from timm.models.twins import Twins
 from torch import Tensor
 
 from mmttsrn.engine.checkpoint import load_pretrained_file
+from ..layers.init_cfg import pretrained_cfg
 
 __all__ = ['TwinsSVT', 'convert_twins_state_dict']
 
@@ -200,15 +201,16 @@ class TwinsSVT(BaseModule):
         Without a ``Pretrained`` ``init_cfg`` timm's initialisation (done at
         construction) is kept.
         """
-        if self.init_cfg is None or self.init_cfg.get('type') != 'Pretrained':
+        pretrained = pretrained_cfg(self.init_cfg)
+        if pretrained is None:
             super().init_weights()
             return
-        checkpoint = self.init_cfg.get('checkpoint')
+        checkpoint = pretrained.get('checkpoint')
         if checkpoint is None:
             raise ValueError('TwinsSVT init_cfg of type Pretrained needs a '
                              f'"checkpoint" path, got {self.init_cfg}')
-        self.load_pretrained(
-            checkpoint, self.init_cfg.get('allow_unsafe_load', False))
+        self.load_pretrained(checkpoint,
+                             pretrained.get('allow_unsafe_load', False))
         self._is_init = True
 
     def load_pretrained(self,

@@ -21,6 +21,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
+from ..layers.init_cfg import pretrained_cfg
+
 __all__ = ['SequenceMaskHead', 'deform_conv2d_by_sampling']
 
 
@@ -264,11 +266,7 @@ class SequenceMaskHead(BaseModule):
         """Apply ``init_cfg`` but keep the deformable conv's offsets at zero
         unless pretrained weights are loaded."""
         super().init_weights()
-        cfgs = self.init_cfg if isinstance(self.init_cfg,
-                                           list) else [self.init_cfg]
-        if not any(
-                cfg is not None and cfg.get('type') == 'Pretrained'
-                for cfg in cfgs):
+        if pretrained_cfg(self.init_cfg) is None:
             self._zero_offsets()
 
     def attention_maps(self, query: Tensor, memory: Tensor,

@@ -11,16 +11,10 @@ from mmdet.utils import OptMultiConfig
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from ..layers.init_cfg import pretrained_cfg
 from ..layers.siren import SirenLayer
 
 __all__ = ['SRNHead', 'MLPHead']
-
-
-def _has_pretrained_cfg(init_cfg: OptMultiConfig) -> bool:
-    """Whether ``init_cfg`` loads a checkpoint into the module itself."""
-    cfgs = init_cfg if isinstance(init_cfg, list) else [init_cfg]
-    return any(
-        cfg is not None and cfg.get('type') == 'Pretrained' for cfg in cfgs)
 
 
 @MODELS.register_module()
@@ -79,7 +73,7 @@ class SRNHead(BaseModule):
         width-dependent sine bounds, so they are re-drawn last.
         """
         super().init_weights()
-        if _has_pretrained_cfg(self.init_cfg):
+        if pretrained_cfg(self.init_cfg) is not None:
             return
         for module in self.modules():
             if isinstance(module, SirenLayer):

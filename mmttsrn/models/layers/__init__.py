@@ -1,3 +1,4 @@
+from .init_cfg import *  # noqa: F401,F403
 from .positional_encoding import *  # noqa: F401,F403
 from .siren import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
