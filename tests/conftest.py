@@ -21,15 +21,3 @@ def synthetic_root(tmp_path_factory):
         frames_range=(3, 6),
         size_range=(32, 64))
     return root
-
-
-# Slow tests in files whose owners have not marked them yet: the learning
-# test trains the quickstart model for 150 iterations. Better as
-# `pytestmark = pytest.mark.slow` in the file itself; then drop it here.
-SLOW_FILES = ('tests/test_models/test_vis/test_ttsrn_learns.py', )
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.split('::')[0] in SLOW_FILES:
-            item.add_marker(pytest.mark.slow)

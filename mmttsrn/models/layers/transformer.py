@@ -346,15 +346,11 @@ class ClipTransformerDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos,
                         cross_attn_mask)
-            last = i == len(self.layers) - 1
-            if self.return_intermediate or (attn_mask_fn and not last):
-                normed = self.norm(tgt)
-            if self.return_intermediate:
+            normed = self.norm(tgt)
+            if self.return_intermediate or i == len(self.layers) - 1:
                 outputs.append(normed)
-            if attn_mask_fn is not None and not last:
+            if attn_mask_fn is not None and i < len(self.layers) - 1:
                 cross_attn_mask = attn_mask_fn(normed)
-        if not self.return_intermediate:
-            outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
 

@@ -30,9 +30,9 @@ class InstanceSequenceMatcher:
     cost also has Mask2Former's mask terms: the mean sigmoid cross-entropy
     and the dice loss between the predicted mask and the gt mask resized to
     the prediction. Frames where g is absent do not enter its cost. A clip
-    with more gt
-    instances than slots matches as many as there are slots (those of least
-    cost); the others go unsupervised, with a warning the first time.
+    with more gt instances than slots matches as many as there are slots
+    (those of least cost); the others go unsupervised, with a warning the
+    first time.
 
     Args:
         cls_weight (float): Weight of the class cost. Defaults to 1.0.

@@ -7,12 +7,16 @@ scratch on two generated videos, so it takes a few tens of seconds.
 """
 import os.path as osp
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmttsrn.datasets import make_synthetic_vis
 from mmttsrn.engine import relative_spread, token_spread
+
+# Each test trains the quickstart model for a minute or more.
+pytestmark = pytest.mark.slow
 
 # A video with instances of several categories; iterations for ~1 min.
 OVERFIT_SEED, OVERFIT_ITERS = 3, 400

@@ -122,6 +122,19 @@ def test_masks_crop_padding_then_rescale_to_the_original_frame():
         assert inter / union > 0.9, t
 
 
+def _tracks(cls_probs, mask_probs=None, covered=None):
+    """Linked tracks as ``WindowLinker.merge`` gives them: ``cls_probs``
+    (N, L, K); masks everywhere and every frame covered unless given."""
+    N, L = cls_probs.shape[:2]
+    return dict(
+        cls_probs=cls_probs,
+        bboxes=torch.full((N, L, 4), 0.5),
+        mask_probs=torch.ones(N, L, 16, 24)
+        if mask_probs is None else mask_probs,
+        covered=torch.ones(N, L, dtype=torch.bool)
+        if covered is None else covered)
+
+
 def test_category_is_the_majority_over_covered_frames():
     model = _model()
     _, video = _video(4, (64, 96), (64, 96), (64, 96))
@@ -129,11 +142,8 @@ def test_category_is_the_majority_over_covered_frames():
     # covered by the track and must not vote (class 0 at 1.0 there).
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.2, 0.6],
                           [0.3, 0.1, 0.6], [1.0, 0.0, 0.0]])
-    tracks = dict(
-        cls_probs=probs[None],
-        bboxes=torch.full((1, 4, 4), 0.5),
-        mask_probs=torch.ones(1, 4, 16, 24),
-        covered=torch.tensor([[True, True, True, False]]))
+    tracks = _tracks(
+        probs[None], covered=torch.tensor([[True, True, True, False]]))
     instances = model._post_process(tracks, video, rescale=True)
     assert instances[0].labels.tolist() == [2]
     torch.testing.assert_close(instances[0].scores, torch.tensor([0.7]))
@@ -147,13 +157,10 @@ def test_tracks_with_empty_masks_are_dropped_before_top_k():
     _, video = _video(2, (64, 96), (64, 96), (64, 96))
     mask_probs = torch.zeros(2, 2, 16, 24)
     mask_probs[1, :, 4:8, 4:8] = 0.9
-    tracks = dict(
-        # Track 0 scores higher but has no mask anywhere.
-        cls_probs=torch.tensor([[[0.9, 0.0, 0.0]] * 2, [[0.0, 0.7, 0.0]] *
-                                2]),
-        bboxes=torch.full((2, 2, 4), 0.5),
-        mask_probs=mask_probs,
-        covered=torch.ones(2, 2, dtype=torch.bool))
+    # Track 0 scores higher but has no mask anywhere.
+    tracks = _tracks(
+        torch.tensor([[[0.9, 0.0, 0.0]] * 2, [[0.0, 0.7, 0.0]] * 2]),
+        mask_probs)
     instances = model._post_process(tracks, video, rescale=True)
     assert instances[0].instances_id.tolist() == [1]
 
@@ -164,13 +171,10 @@ def test_multi_label_reports_each_track_under_its_best_categories():
     _, video = _video(2, (64, 96), (64, 96), (64, 96))
     mask_probs = torch.zeros(2, 2, 16, 24)
     mask_probs[:, :, 4:8, 4:8] = 0.9
-    tracks = dict(
-        # Track 0 is class 0 or 2 (0.5 / 0.4); track 1 is class 1 (0.8).
-        cls_probs=torch.tensor([[[0.5, 0.1, 0.4]] * 2, [[0.1, 0.8, 0.1]] *
-                                2]),
-        bboxes=torch.full((2, 2, 4), 0.5),
-        mask_probs=mask_probs,
-        covered=torch.ones(2, 2, dtype=torch.bool))
+    # Track 0 is class 0 or 2 (0.5 / 0.4); track 1 is class 1 (0.8).
+    tracks = _tracks(
+        torch.tensor([[[0.5, 0.1, 0.4]] * 2, [[0.1, 0.8, 0.1]] * 2]),
+        mask_probs)
     instances = model._post_process(tracks, video, rescale=True)
     pred = instances[0]
     assert pred.labels.tolist() == [1, 0, 2]
@@ -189,11 +193,7 @@ def test_drop_absent_frames_leaves_no_object_frames_empty():
     # no-object (class probabilities sum to 0.3).
     probs = torch.tensor([[[0.9, 0.05, 0.05], [0.1, 0.1, 0.1],
                            [0.7, 0.1, 0.1]]])
-    tracks = dict(
-        cls_probs=probs,
-        bboxes=torch.full((1, 3, 4), 0.5),
-        mask_probs=torch.ones(1, 3, 16, 24),
-        covered=torch.ones(1, 3, dtype=torch.bool))
+    tracks = _tracks(probs)
     painted = model._post_process(tracks, video, rescale=True)
     assert all(frame.masks.all() for frame in painted)
     model.test_cfg.update(drop_absent_frames=True)
