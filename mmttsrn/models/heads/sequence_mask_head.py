@@ -148,6 +148,38 @@ class SequenceMaskHead(BaseModule):
                  pixel_embed: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        conv_channels = self._check_widths(embed_dims, num_heads,
+                                           fpn_channels, conv_channels,
+                                           conv3d_channels, conv3d_kernel,
+                                           conv3d_groups, num_groups)
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.fpn_channels = tuple(fpn_channels)
+        self.conv_channels = tuple(conv_channels)
+        self.scale = (embed_dims // num_heads)**-0.5
+
+        norm_cfg = dict(type='GN', num_groups=num_groups)
+        act_cfg = dict(type='GELU')
+        # Built in this order: it fixes the state dict's key order and the
+        # random initial weights of a seed.
+        self._build_attention(dropout)
+        self._build_fpn(norm_cfg, act_cfg)
+        self._build_conv3d(conv3d_channels, conv3d_kernel, conv3d_dilation,
+                           conv3d_groups, act_cfg)
+        if pixel_embed:
+            self._build_pixel_embed(norm_cfg, act_cfg)
+        else:
+            self.pixel_embed = None
+        self._reset_parameters()
+
+    @staticmethod
+    def _check_widths(embed_dims: int, num_heads: int,
+                      fpn_channels: Sequence[int],
+                      conv_channels: Optional[Sequence[int]],
+                      conv3d_channels: Sequence[int], conv3d_kernel: int,
+                      conv3d_groups: int, num_groups: int) -> List[int]:
+        """Raise a ValueError on inconsistent widths; return the 2-D stack's
+        widths (``conv_channels``, else VisTR's defaults)."""
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims={embed_dims} must be divisible by '
                              f'num_heads={num_heads}')
@@ -167,87 +199,91 @@ class SequenceMaskHead(BaseModule):
                              f'count, got {conv3d_kernel}')
         _check_groups(conv_channels, num_groups, 'num_groups')
         _check_groups(conv3d_channels, conv3d_groups, 'conv3d_groups')
+        return conv_channels
 
-        self.embed_dims = embed_dims
-        self.num_heads = num_heads
-        self.fpn_channels = tuple(fpn_channels)
-        self.conv_channels = tuple(conv_channels)
-        self.scale = (embed_dims // num_heads)**-0.5
-
-        # Attention maps (VisTR's MHAttentionMap).
-        self.query_proj = nn.Linear(embed_dims, embed_dims)
-        self.key_proj = nn.Conv2d(embed_dims, embed_dims, 1)
+    def _build_attention(self, dropout: float) -> None:
+        """Query and key projections of the attention maps (VisTR's
+        MHAttentionMap)."""
+        d = self.embed_dims
+        self.query_proj = nn.Linear(d, d)
+        self.key_proj = nn.Conv2d(d, d, 1)
         self.attn_drop = nn.Dropout(dropout)
 
-        norm_cfg = dict(type='GN', num_groups=num_groups)
-        act_cfg = dict(type='GELU')
+    def _build_fpn(self, norm_cfg: dict, act_cfg: dict) -> None:
+        """The 2-D stack: two stem convs on ``cat(memory, attn)``, one 1x1
+        adapter and one 3x3 conv per FPN level, the finest level's conv
+        deformable."""
+        channels = self.conv_channels
+        num_levels = len(self.fpn_channels)
         self.stem = nn.Sequential(
             ConvModule(
-                embed_dims + num_heads,
-                conv_channels[0],
+                self.embed_dims + self.num_heads,
+                channels[0],
                 3,
                 padding=1,
                 norm_cfg=norm_cfg,
                 act_cfg=act_cfg),
             ConvModule(
-                conv_channels[0],
-                conv_channels[1],
+                channels[0],
+                channels[1],
                 3,
                 padding=1,
                 norm_cfg=norm_cfg,
                 act_cfg=act_cfg))
         self.adapters = nn.ModuleList(
             nn.Conv2d(c_fpn, c_out, 1)
-            for c_fpn, c_out in zip(fpn_channels, conv_channels[1:]))
+            for c_fpn, c_out in zip(self.fpn_channels, channels[1:]))
         # Every FPN level but the finest ends in a plain 3x3 conv; the finest
         # one ends in the deformable conv.
         self.fpn_convs = nn.ModuleList(
             ConvModule(
-                conv_channels[i + 1],
-                conv_channels[i + 2],
+                channels[i + 1],
+                channels[i + 2],
                 3,
                 padding=1,
                 norm_cfg=norm_cfg,
                 act_cfg=act_cfg) for i in range(num_levels - 1))
-        self.offset_conv = nn.Conv2d(conv_channels[-2], 2 * 3 * 3, 1)
+        self.offset_conv = nn.Conv2d(channels[-2], 2 * 3 * 3, 1)
         self.deform_conv = DeformConv2d(
-            conv_channels[-2], conv_channels[-1], 3, padding=1, bias=False)
-        self.deform_norm = nn.GroupNorm(num_groups, conv_channels[-1])
+            channels[-2], channels[-1], 3, padding=1, bias=False)
+        self.deform_norm = nn.GroupNorm(norm_cfg['num_groups'], channels[-1])
         self.act = nn.GELU()
 
-        conv3d_cfg = dict(type='Conv3d')
-        norm3d_cfg = dict(type='GN', num_groups=conv3d_groups)
-        widths = [conv_channels[-1], *conv3d_channels]
+    def _build_conv3d(self, conv3d_channels: Sequence[int], kernel: int,
+                      dilation: int, groups: int, act_cfg: dict) -> None:
+        """3-D convs over each instance's (T, H4, W4) volume, then a 1x1x1
+        conv to one mask logit."""
+        widths = [self.conv_channels[-1], *conv3d_channels]
         self.conv3d = nn.Sequential(
             *[
                 ConvModule(
                     c_in,
                     c_out,
-                    conv3d_kernel,
-                    padding=conv3d_dilation * (conv3d_kernel - 1) // 2,
-                    dilation=conv3d_dilation,
-                    conv_cfg=conv3d_cfg,
-                    norm_cfg=norm3d_cfg,
+                    kernel,
+                    padding=dilation * (kernel - 1) // 2,
+                    dilation=dilation,
+                    conv_cfg=dict(type='Conv3d'),
+                    norm_cfg=dict(type='GN', num_groups=groups),
                     act_cfg=act_cfg)
                 for c_in, c_out in zip(widths[:-1], widths[1:])
             ], nn.Conv3d(widths[-1], 1, 1))
-        if pixel_embed:
-            self.pixel_memory_proj = nn.Conv2d(embed_dims, embed_dims, 1)
-            self.pixel_feat_proj = nn.Conv2d(fpn_channels[-1], embed_dims, 1)
-            self.pixel_embed = nn.Sequential(
-                ConvModule(
-                    embed_dims,
-                    embed_dims,
-                    3,
-                    padding=1,
-                    norm_cfg=norm_cfg,
-                    act_cfg=act_cfg), nn.Conv2d(embed_dims, embed_dims, 1))
-            self.mask_embed = nn.Sequential(
-                nn.Linear(embed_dims, embed_dims), nn.GELU(),
-                nn.Linear(embed_dims, embed_dims))
-        else:
-            self.pixel_embed = None
 
+    def _build_pixel_embed(self, norm_cfg: dict, act_cfg: dict) -> None:
+        """Per-pixel and per-instance embeddings of the ``pixel_embed``
+        term."""
+        d = self.embed_dims
+        self.pixel_memory_proj = nn.Conv2d(d, d, 1)
+        self.pixel_feat_proj = nn.Conv2d(self.fpn_channels[-1], d, 1)
+        self.pixel_embed = nn.Sequential(
+            ConvModule(
+                d, d, 3, padding=1, norm_cfg=norm_cfg, act_cfg=act_cfg),
+            nn.Conv2d(d, d, 1))
+        self.mask_embed = nn.Sequential(
+            nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+
+    def _reset_parameters(self) -> None:
+        """VisTR's initialisation of the attention projections and the FPN
+        adapters; the deformable conv starts plain."""
         nn.init.xavier_uniform_(self.query_proj.weight)
         nn.init.xavier_uniform_(self.key_proj.weight)
         nn.init.zeros_(self.query_proj.bias)

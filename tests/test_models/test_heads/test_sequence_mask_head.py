@@ -244,3 +244,53 @@ def test_deform_conv_by_sampling_checks_offset_shape():
     with pytest.raises(ValueError, match='offset must have shape'):
         deform_conv2d_by_sampling(x, torch.zeros(2, 9, 5, 5),
                                   torch.randn(3, 4, 3, 3))
+
+
+# The state dict keys and, for seed 0, the initial weights and one output of
+# `_head(pixel_embed=True)` as the head was before its constructor was split
+# into builders: a checkpoint of then loads, and a seed gives the same model.
+STATE_DICT_KEYS = [
+    'query_proj.weight', 'query_proj.bias', 'key_proj.weight',
+    'key_proj.bias', 'stem.0.conv.weight', 'stem.0.gn.weight',
+    'stem.0.gn.bias', 'stem.1.conv.weight', 'stem.1.gn.weight',
+    'stem.1.gn.bias', 'adapters.0.weight', 'adapters.0.bias',
+    'adapters.1.weight', 'adapters.1.bias', 'adapters.2.weight',
+    'adapters.2.bias', 'fpn_convs.0.conv.weight', 'fpn_convs.0.gn.weight',
+    'fpn_convs.0.gn.bias', 'fpn_convs.1.conv.weight', 'fpn_convs.1.gn.weight',
+    'fpn_convs.1.gn.bias', 'offset_conv.weight', 'offset_conv.bias',
+    'deform_conv.weight', 'deform_norm.weight', 'deform_norm.bias',
+    'conv3d.0.conv.weight', 'conv3d.0.gn.weight', 'conv3d.0.gn.bias',
+    'conv3d.1.conv.weight', 'conv3d.1.gn.weight', 'conv3d.1.gn.bias',
+    'conv3d.2.weight', 'conv3d.2.bias'
+]
+PIXEL_EMBED_KEYS = [
+    'pixel_memory_proj.weight', 'pixel_memory_proj.bias',
+    'pixel_feat_proj.weight', 'pixel_feat_proj.bias',
+    'pixel_embed.0.conv.weight', 'pixel_embed.0.gn.weight',
+    'pixel_embed.0.gn.bias', 'pixel_embed.1.weight', 'pixel_embed.1.bias',
+    'mask_embed.0.weight', 'mask_embed.0.bias', 'mask_embed.2.weight',
+    'mask_embed.2.bias'
+]
+# pixel_embed: (sum of the weights, output weighted by linspace(-1, 1),
+# sum of the squared output).
+SEED0_CHECKSUMS = {
+    False: (122.62721282790244, -33.78650778177975, 577.4445045818879),
+    True: (158.60899718472865, -2.3047506098445023, 998.5458241454573),
+}
+
+
+@pytest.mark.parametrize('pixel_embed', [False, True])
+def test_state_dict_and_seeded_output_are_unchanged(pixel_embed):
+    torch.manual_seed(0)
+    head = _head(pixel_embed=pixel_embed)
+    head.init_weights()
+    head.eval()
+    state = head.state_dict()
+    assert list(state) == STATE_DICT_KEYS + PIXEL_EMBED_KEYS * pixel_embed
+    with torch.no_grad():
+        out = head(*_inputs(2, 3, 2, seed=1)).double()
+    weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64)
+    checksums = (sum(v.double().sum().item() for v in state.values()),
+                 (out.flatten() * weights).sum().item(),
+                 out.pow(2).sum().item())
+    assert checksums == pytest.approx(SEED0_CHECKSUMS[pixel_embed], rel=1e-6)
