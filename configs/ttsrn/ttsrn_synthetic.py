@@ -53,11 +53,11 @@ model = dict(
         train_cfg=dict(
             matcher=dict(
                 type='InstanceSequenceMatcher',
-                cls_weight=2.0,
-                l1_weight=0.0,
-                giou_weight=0.0,
-                mask_weight=5.0,
-                dice_weight=5.0),
+                match_costs=[
+                    dict(type='SequenceClassificationCost', weight=2.0),
+                    dict(type='SequenceCrossEntropyLossCost', weight=5.0),
+                    dict(type='SequenceDiceCost', weight=5.0)
+                ]),
             share_matching=True)),
     # Instances of the synthetic videos enter late and leave early: no mask
     # where a slot's class says no-object (+3.1 AP, +7.8 AP50 measured).

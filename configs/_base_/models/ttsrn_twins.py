@@ -83,9 +83,11 @@ model = dict(
         train_cfg=dict(
             matcher=dict(
                 type='InstanceSequenceMatcher',
-                cls_weight=1.0,
-                l1_weight=5.0,
-                giou_weight=2.0))),
+                match_costs=[
+                    dict(type='SequenceClassificationCost', weight=1.0),
+                    dict(type='SequenceBBoxL1Cost', weight=5.0),
+                    dict(type='SequenceIoUCost', iou_mode='giou', weight=2.0)
+                ]))),
     test_cfg=dict(
         max_per_video=10,
         score_thr=0.0,

@@ -4,16 +4,27 @@ Follows VisTR: a prediction is the same instance slot across the T frames of
 a clip and is matched as a whole to one ground-truth instance sequence.
 """
 import warnings
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmdet.registry import TASK_UTILS
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
+from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from .sequence_match_costs import BaseSequenceMatchCost
+
 __all__ = ['InstanceSequenceMatcher']
+
+
+# The keyword weights of before ``match_costs``, and the cost each became.
+_OLD_WEIGHTS = dict(
+    cls_weight='SequenceClassificationCost',
+    l1_weight='SequenceBBoxL1Cost',
+    giou_weight='SequenceIoUCost',
+    mask_weight='SequenceCrossEntropyLossCost',
+    dice_weight='SequenceDiceCost')
 
 
 @TASK_UTILS.register_module()
@@ -21,40 +32,52 @@ class InstanceSequenceMatcher:
     """Instance-sequence Hungarian matcher (VisTR).
 
     The cost of pairing prediction i with ground truth g is the mean, over
-    the frames where g is present, of
-    ``-cls_weight * p_i,t(label_g) + l1_weight * mean|b_i,t - b_g,t|
-    - giou_weight * GIoU(b_i,t, b_g,t)``, the L1 distance averaged over the
-    4 box coordinates as in VisTR and the TT-SRN reference code (mmdet's
-    DETR sums them: its L1 cost is 4x larger for the same weight).
-    With ``mask_weight`` or ``dice_weight`` set and masks given, each frame's
-    cost also has Mask2Former's mask terms: the mean sigmoid cross-entropy
-    and the dice loss between the predicted mask and the gt mask resized to
-    the prediction. Frames where g is absent do not enter its cost. A clip
-    with more gt instances than slots matches as many as there are slots
-    (those of least cost); the others go unsupervised, with a warning the
-    first time.
+    the frames where g is present, of the sum of the ``match_costs`` in that
+    frame (:mod:`.sequence_match_costs`). The default is the paper's
+    ``-1 * p_i,t(label_g) + 5 * mean|b_i,t - b_g,t| - 2 * GIoU(b_i,t,
+    b_g,t)``, the L1 distance averaged over the 4 box coordinates as in
+    VisTR and the TT-SRN reference code (mmdet's DETR sums them: its L1 cost
+    is 4x larger for the same weight). Mask costs
+    (``SequenceCrossEntropyLossCost``, ``SequenceDiceCost``: Mask2Former's)
+    compare the predicted mask with the gt mask resized to the prediction,
+    and enter where masks are given. Frames where g is absent do not enter
+    its cost. A clip with more gt instances than slots matches as many as
+    there are slots (those of least cost); the others go unsupervised, with
+    a warning the first time.
 
     Args:
-        cls_weight (float): Weight of the class cost. Defaults to 1.0.
-        l1_weight (float): Weight of the L1 box cost. Defaults to 5.0.
-        giou_weight (float): Weight of the GIoU cost. Defaults to 2.0.
-        mask_weight (float): Weight of the mask cross-entropy cost, used
-            where masks are given. Defaults to 0.0 (the paper).
-        dice_weight (float): Weight of the dice cost, used where masks are
-            given. Defaults to 0.0 (the paper).
+        match_costs (dict | list[dict], optional): Configs of the per-frame
+            costs, as mmdet's ``HungarianAssigner``'s. Defaults to the
+            paper's ``[dict(type='SequenceClassificationCost', weight=1.0),
+            dict(type='SequenceBBoxL1Cost', weight=5.0),
+            dict(type='SequenceIoUCost', iou_mode='giou', weight=2.0)]``.
     """
 
     def __init__(self,
-                 cls_weight: float = 1.0,
-                 l1_weight: float = 5.0,
-                 giou_weight: float = 2.0,
-                 mask_weight: float = 0.0,
-                 dice_weight: float = 0.0) -> None:
-        self.cls_weight = cls_weight
-        self.l1_weight = l1_weight
-        self.giou_weight = giou_weight
-        self.mask_weight = mask_weight
-        self.dice_weight = dice_weight
+                 match_costs: Union[dict, List[dict], None] = None,
+                 **kwargs) -> None:
+        for key, value in kwargs.items():
+            if key in _OLD_WEIGHTS:
+                raise TypeError(
+                    f'InstanceSequenceMatcher takes match_costs instead of '
+                    f'{key}: give match_costs=[..., dict(type='
+                    f"'{_OLD_WEIGHTS[key]}', weight={value}), ...]")
+            raise TypeError('InstanceSequenceMatcher got an unexpected '
+                            f'keyword argument {key!r}')
+        if match_costs is None:
+            match_costs = [
+                dict(type='SequenceClassificationCost', weight=1.0),
+                dict(type='SequenceBBoxL1Cost', weight=5.0),
+                dict(type='SequenceIoUCost', iou_mode='giou', weight=2.0)
+            ]
+        elif isinstance(match_costs, dict):
+            match_costs = [match_costs]
+        if not match_costs:
+            raise ValueError('InstanceSequenceMatcher needs at least one '
+                             'match cost')
+        self.match_costs: List[BaseSequenceMatchCost] = [
+            TASK_UTILS.build(cost) for cost in match_costs
+        ]
         self._warned_crowded = False
 
     @staticmethod
@@ -86,7 +109,7 @@ class InstanceSequenceMatcher:
     @property
     def uses_masks(self) -> bool:
         """Whether the cost has mask terms (then pass the masks)."""
-        return bool(self.mask_weight or self.dice_weight)
+        return any(cost.needs_masks for cost in self.match_costs)
 
     @torch.no_grad()
     def cost(self,
@@ -118,45 +141,27 @@ class InstanceSequenceMatcher:
         m = gt_labels.shape[0]
         if m == 0:
             return cls_scores.new_zeros((n, 0))
-        # (n, T, m) -> (n, m, T): probability of each gt's class.
         # float32 also under autocast: costs of near ties decide matches.
-        prob = cls_scores.float().softmax(-1)[..., gt_labels.long()]
-        cls_cost = -prob.permute(0, 2, 1)
-        pred = bbox_preds.float()[:, None].expand(n, m, num_frames, 4)
-        gt = gt_bboxes.float()[None].expand(n, m, num_frames, 4)
-        l1_cost = (pred - gt).abs().mean(-1)
-        giou = bbox_overlaps(
-            bbox_cxcywh_to_xyxy(pred),
-            bbox_cxcywh_to_xyxy(gt),
-            mode='giou',
-            is_aligned=True)
-        frame_cost = (
-            self.cls_weight * cls_cost + self.l1_weight * l1_cost -
-            self.giou_weight * giou)
-        if self.uses_masks and mask_preds is not None:
-            frame_cost = frame_cost + self._mask_cost(mask_preds, gt_masks)
+        preds = InstanceData(
+            scores=cls_scores.float(), bboxes=bbox_preds.float())
+        gts = InstanceData(labels=gt_labels, bboxes=gt_bboxes.float())
+        with_masks = self.uses_masks and mask_preds is not None
+        if with_masks:
+            if gt_masks is None:
+                raise ValueError('mask_preds given without gt_masks')
+            preds.masks = mask_preds.float()
+            # Area-averaged, so a gt pixel's share of each cell is kept.
+            gts.masks = F.adaptive_avg_pool2d(gt_masks.float(),
+                                              mask_preds.shape[-2:])
+        frame_cost = preds.scores.new_zeros((n, m, num_frames))
+        for match_cost in self.match_costs:
+            if with_masks or not match_cost.needs_masks:
+                frame_cost = frame_cost + match_cost(preds, gts)
         # where() rather than a product: absent frames may hold junk (even
         # non-finite) boxes that must not reach the mean.
         valid = gt_valid.bool()[None]
         frame_cost = torch.where(valid, frame_cost, frame_cost.new_zeros(()))
         return frame_cost.sum(-1) / valid.sum(-1)
-
-    def _mask_cost(self, mask_preds: Tensor, gt_masks: Tensor) -> Tensor:
-        """Weighted cross-entropy plus dice cost per frame, (n, m, T)."""
-        logits = mask_preds.float().flatten(2)  # (n, T, p)
-        # Area-averaged, so a gt pixel's share of each cell is kept.
-        gt = F.adaptive_avg_pool2d(gt_masks.float(),
-                                   mask_preds.shape[-2:]).flatten(2)
-        num_pixels = logits.shape[-1]
-        # BCE(x, g) = softplus(-x) g + softplus(x) (1 - g), summed by einsum.
-        pos, neg = F.softplus(-logits), F.softplus(logits)
-        ce = (torch.einsum('ntp,mtp->nmt', pos, gt) +
-              torch.einsum('ntp,mtp->nmt', neg, 1 - gt)) / num_pixels
-        prob = logits.sigmoid()
-        inter = torch.einsum('ntp,mtp->nmt', prob, gt)
-        total = prob.sum(-1)[:, None] + gt.sum(-1)[None]
-        dice = 1 - (2 * inter + 1) / (total + 1)
-        return self.mask_weight * ce + self.dice_weight * dice
 
     @torch.no_grad()
     def match(self,

@@ -214,9 +214,10 @@ def test_masked_attention_supervises_every_layer_with_one_assignment():
         train_cfg=dict(
             matcher=dict(
                 type='InstanceSequenceMatcher',
-                l1_weight=0.,
-                giou_weight=0.,
-                dice_weight=1.),
+                match_costs=[
+                    dict(type='SequenceClassificationCost', weight=1.),
+                    dict(type='SequenceDiceCost', weight=1.)
+                ]),
             share_matching=True))
     head.init_weights()
     torch.manual_seed(0)

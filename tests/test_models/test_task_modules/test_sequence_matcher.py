@@ -4,6 +4,8 @@ import warnings
 import pytest
 import torch
 from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmengine.structures import InstanceData
 
 from mmttsrn.models.task_modules import InstanceSequenceMatcher
 
@@ -117,18 +119,44 @@ def test_no_gt_returns_empty():
     assert InstanceSequenceMatcher().cost(*problem).shape == (4, 0)
 
 
-def test_cost_weights_read_from_args():
+def _costs(cls=None, l1=None, giou=None, mask=None, dice=None):
+    """match_costs with the given weights, in the paper's order."""
+    types = dict(
+        cls='SequenceClassificationCost',
+        l1='SequenceBBoxL1Cost',
+        giou='SequenceIoUCost',
+        mask='SequenceCrossEntropyLossCost',
+        dice='SequenceDiceCost')
+    weights = dict(cls=cls, l1=l1, giou=giou, mask=mask, dice=dice)
+    return [
+        dict(type=types[k], weight=w) for k, w in weights.items()
+        if w is not None
+    ]
+
+
+def test_default_costs_are_the_papers():
+    costs = InstanceSequenceMatcher().match_costs
+    assert [(type(c).__name__, c.weight) for c in costs] == [
+        ('SequenceClassificationCost', 1.0), ('SequenceBBoxL1Cost', 5.0),
+        ('SequenceIoUCost', 2.0)
+    ]
+    assert costs[2].iou_mode == 'giou'
+    problem = _problem(4, 3, 3, seed=3)
+    paper = InstanceSequenceMatcher(_costs(cls=1.0, l1=5.0, giou=2.0))
+    assert torch.equal(InstanceSequenceMatcher().cost(*problem),
+                       paper.cost(*problem))
+
+
+def test_cost_weights_read_from_config():
     problem = _problem(4, 3, 3, seed=3)
     parts = [
-        InstanceSequenceMatcher(*w).cost(*problem)
-        for w in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        InstanceSequenceMatcher(_costs(**{key: 1.0})).cost(*problem)
+        for key in ('cls', 'l1', 'giou')
     ]
     matcher = TASK_UTILS.build(
         dict(
             type='InstanceSequenceMatcher',
-            cls_weight=0.5,
-            l1_weight=3.0,
-            giou_weight=7.0))
+            match_costs=_costs(cls=0.5, l1=3.0, giou=7.0)))
     torch.testing.assert_close(
         matcher.cost(*problem),
         0.5 * parts[0] + 3.0 * parts[1] + 7.0 * parts[2])
@@ -136,6 +164,76 @@ def test_cost_weights_read_from_args():
                                _naive_cost(*problem, weights=(1.0, 0.0, 0.0)))
     # Class cost alone: the most probable prediction wins for one gt.
     assert (parts[0] <= 0).all()
+    # One cost may be given as a dict, as in mmdet's HungarianAssigner.
+    single = InstanceSequenceMatcher(_costs(cls=1.0)[0])
+    torch.testing.assert_close(single.cost(*problem), parts[0])
+
+
+@pytest.mark.parametrize('key, cost', [
+    ('cls_weight', 'SequenceClassificationCost'),
+    ('l1_weight', 'SequenceBBoxL1Cost'),
+    ('giou_weight', 'SequenceIoUCost'),
+    ('mask_weight', 'SequenceCrossEntropyLossCost'),
+    ('dice_weight', 'SequenceDiceCost'),
+])
+def test_keyword_weights_of_before_match_costs_are_refused(key, cost):
+    with pytest.raises(TypeError, match=f"instead of {key}.*'{cost}'"):
+        TASK_UTILS.build(dict(type='InstanceSequenceMatcher', **{key: 2.0}))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        InstanceSequenceMatcher(x=1)
+    with pytest.raises(ValueError, match='at least one'):
+        InstanceSequenceMatcher([])
+
+
+def test_uses_masks_when_a_mask_cost_is_configured():
+    assert not InstanceSequenceMatcher().uses_masks
+    assert InstanceSequenceMatcher(_costs(cls=1.0, mask=1.0)).uses_masks
+    assert InstanceSequenceMatcher(_costs(cls=1.0, dice=1.0)).uses_masks
+
+
+def test_sequence_costs_are_mmdet_costs_frame_by_frame():
+    """Each cost in frame t is its mmdet namesake on frame t's predictions
+    (mmdet's L1 sums the 4 coordinates where ours averages them)."""
+    n, m, T, h, w = 4, 3, 2, 5, 6
+    cls_scores, bbox_preds, gt_labels, gt_bboxes, _ = _problem(n, m, T)
+    preds = InstanceData(
+        scores=cls_scores,
+        bboxes=bbox_preds,
+        masks=torch.randn(n, T, h, w) * 3)
+    gts = InstanceData(
+        labels=gt_labels, bboxes=gt_bboxes, masks=torch.rand(m, T, h, w))
+    pairs = [
+        (dict(type='SequenceClassificationCost', weight=2.0),
+         dict(type='ClassificationCost', weight=2.0)),
+        # box_format='xywh': the L1 of cxcywh boxes, as ours.
+        (dict(type='SequenceBBoxL1Cost', weight=2.0),
+         dict(type='BBoxL1Cost', box_format='xywh', weight=0.5)),
+        (dict(type='SequenceIoUCost', iou_mode='giou', weight=2.0),
+         dict(type='IoUCost', iou_mode='giou', weight=2.0)),
+        (dict(type='SequenceIoUCost', iou_mode='iou', weight=2.0),
+         dict(type='IoUCost', iou_mode='iou', weight=2.0)),
+        (dict(type='SequenceCrossEntropyLossCost', weight=2.0),
+         dict(type='CrossEntropyLossCost', use_sigmoid=True, weight=2.0)),
+        (dict(type='SequenceDiceCost', weight=2.0),
+         dict(type='DiceCost', pred_act=True, eps=1.0, weight=2.0)),
+    ]
+    for ours, theirs in pairs:
+        cost = TASK_UTILS.build(ours)(preds, gts)
+        assert cost.shape == (n, m, T)
+        mmdet_cost = TASK_UTILS.build(theirs)
+        for t in range(T):
+            # mmdet's box costs take xyxy boxes (normalised: a 1x1 image).
+            frame_preds = InstanceData(
+                scores=preds.scores[:, t],
+                bboxes=bbox_cxcywh_to_xyxy(preds.bboxes[:, t]),
+                masks=preds.masks[:, t])
+            frame_gts = InstanceData(
+                labels=gts.labels,
+                bboxes=bbox_cxcywh_to_xyxy(gts.bboxes[:, t]),
+                masks=gts.masks[:, t])
+            expected = mmdet_cost(
+                frame_preds, frame_gts, img_meta=dict(img_shape=(1, 1)))
+            torch.testing.assert_close(cost[..., t], expected, msg=ours)
 
 
 def test_crowded_clip_matches_as_many_as_slots_and_warns_once():
@@ -182,8 +280,7 @@ def test_mask_cost_equals_hand_computation_and_decides_the_match():
     mask_preds[0, :, 2:, 2:] = 3.0  # slot 0 segments gt 1
     mask_preds[1, :, :2, :2] = 3.0  # slot 1 segments gt 0
     matcher = InstanceSequenceMatcher(
-        cls_weight=0.0, l1_weight=1.0, giou_weight=1.0, mask_weight=2.0,
-        dice_weight=3.0)
+        _costs(l1=1.0, giou=1.0, mask=2.0, dice=3.0))
     assert matcher.uses_masks
     cost = matcher.cost(cls_scores, bbox_preds, torch.tensor([0, 1]),
                         gt_bboxes, gt_valid, mask_preds, gt_masks)
