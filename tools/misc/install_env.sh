@@ -53,6 +53,20 @@ step "runtime, test and lint requirements"
 pip_q -r requirements.txt -r requirements/lint.txt
 # mmcv's own dependencies (it was installed with --no-deps).
 pip_q addict packaging Pillow pyyaml yapf opencv-python
+# ONNX export and inference: only tools/deployment and mmttsrn.apis'
+# ONNX entry import them. Skipped when the pinned versions are there.
+if "$VENV/bin/python" - requirements/onnx.txt <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version
+pins = [line.split('#')[0].strip() for line in open(sys.argv[1])]
+sys.exit(any(version(name) != want
+             for name, want in (pin.split('==') for pin in pins if pin)))
+PY
+  step "onnx, onnxruntime and onnxscript already installed"
+else
+  step "onnx, onnxruntime and onnxscript (requirements/onnx.txt)"
+  pip_q -r requirements/onnx.txt
+fi
 step "mmttsrn (editable)"
 pip_q --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import mmttsrn, mmcv.ops; print('[install] ok: mmttsrn', mmttsrn.__version__)"
