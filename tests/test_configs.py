@@ -10,6 +10,8 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 
 import mmttsrn  # noqa: F401
+from mmttsrn.utils import load_tool_config
+from mmttsrn.utils.config import CLIP_LENGTH_TYPES
 
 CONFIG_DIR = Path(__file__).parents[1] / 'configs'
 CONFIGS = sorted(
@@ -97,3 +99,54 @@ def test_metafile_and_readme_list_every_config():
     readme = (ttsrn / 'README.md').read_text()
     missing = [n for n in names if f'[{n}.py](./{n}.py)' not in readme]
     assert not missing, f'README.md does not list {missing}'
+
+
+def _clip_lengths(node, path=''):
+    """{cfg-options key: num_frames} of every dict that takes the clip
+    length."""
+    found = {}
+    if isinstance(node, dict):
+        if str(node.get('type')).split('.')[-1] in CLIP_LENGTH_TYPES:
+            found[f'{path}num_frames'] = node.get('num_frames')
+        for key, value in node.items():
+            found.update(_clip_lengths(value, f'{path}{key}.'))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found.update(_clip_lengths(value, f'{path}{i}.'))
+    return found
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda p: p.stem)
+def test_clip_length_is_set_once(config):
+    """The loaders give the head and every clip sampler the top-level
+    num_frames; `--cfg-options num_frames=18` changes them all, and one of
+    them overridden alone is an error."""
+    cfg = load_tool_config(str(config))
+    lengths = _clip_lengths(cfg.to_dict())
+    assert 'model.track_head.num_frames' in lengths
+    assert 'train_dataloader.dataset.pipeline.0.num_frames' in lengths or \
+        'train_dataloader.dataset.datasets.0.pipeline.0.num_frames' in lengths
+    assert set(lengths.values()) == {cfg.num_frames}, lengths
+
+    cfg = load_tool_config(str(config), cfg_options=dict(num_frames=18))
+    lengths = _clip_lengths(cfg.to_dict())
+    assert set(lengths.values()) == {18}, lengths
+
+    with pytest.raises(ValueError, match='model.track_head.num_frames'):
+        load_tool_config(
+            str(config),
+            cfg_options={'model.track_head.num_frames': cfg.num_frames + 1})
+
+
+def test_the_18_frame_ablation_is_one_line():
+    config = CONFIG_DIR / 'ttsrn' / 'ttsrn_yvis_18f.py'
+    code = [
+        line for line in config.read_text().splitlines()
+        if line.strip() and not line.startswith('#')
+    ]
+    assert code == ["_base_ = './ttsrn_yvis.py'", 'num_frames = 18']
+    cfg = load_tool_config(str(config))
+    assert set(_clip_lengths(cfg.to_dict()).values()) == {18}
+    # The model config leaves T to the dataset's num_frames.
+    model = Config.fromfile(str(CONFIG_DIR / '_base_/models/ttsrn_twins.py'))
+    assert 'num_frames' not in model.model.track_head

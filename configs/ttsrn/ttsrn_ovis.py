@@ -6,6 +6,4 @@ _base_ = [
 ]
 num_classes = 25
 # The classification loss's K+1 class weights follow num_classes.
-model = dict(
-    track_head=dict(
-        num_classes=num_classes, num_frames={{_base_.num_frames}}))
+model = dict(track_head=dict(num_classes=num_classes))

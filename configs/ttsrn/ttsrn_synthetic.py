@@ -14,7 +14,6 @@ model = dict(
         num_heads=(1, 2, 4, 8)),
     track_head=dict(
         num_classes=num_classes,
-        num_frames={{_base_.num_frames}},
         num_queries=4,
         in_channels=[32, 64, 128, 256],
         embed_dims=embed_dims,

@@ -5,4 +5,3 @@ _base_ = [
     '../_base_/datasets/youtube_vis_2022.py',
     '../_base_/schedules/schedule_18e.py', '../_base_/default_runtime.py'
 ]
-model = dict(track_head=dict(num_frames={{_base_.num_frames}}))

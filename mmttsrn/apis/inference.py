@@ -17,6 +17,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from ..utils import sync_num_frames
+
 __all__ = ['init_model', 'build_inference_pipeline', 'inference_video']
 
 # Transforms of a test pipeline that read files: loading is replaced by
@@ -125,6 +127,7 @@ def init_model(config: Union[str, Path, Config],
     config = copy.deepcopy(config)
     if cfg_options:
         config.merge_from_dict(cfg_options)
+    sync_num_frames(config)
     # Pretrained parts are superseded by the checkpoint, or unwanted for a
     # random-weight model; either way do not read them.
     config.model.get('backbone', {}).pop('init_cfg', None)

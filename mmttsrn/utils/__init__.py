@@ -1,4 +1,4 @@
 from .collect_env import collect_env
-from .config import load_tool_config
+from .config import load_tool_config, sync_num_frames
 
-__all__ = ['collect_env', 'load_tool_config']
+__all__ = ['collect_env', 'load_tool_config', 'sync_num_frames']

@@ -8,6 +8,7 @@ import pytest
 from mmengine.config import Config
 
 from mmttsrn.datasets import YouTubeVISOfficialDataset
+from mmttsrn.utils import sync_num_frames
 
 CONFIGS = Path(__file__).parents[2] / 'configs'
 OVIS_CLASSES = ('Person', 'Bird', 'Cat', 'Dog', 'Horse', 'Sheep', 'Cow',
@@ -94,7 +95,8 @@ def test_ovis_unannotated_split_has_null_annotations(tmp_path):
       'annotations/valid.json')),
 ])
 def test_configs(name, root, num_classes, prefixes):
-    cfg = Config.fromfile(str(CONFIGS / 'ttsrn' / f'{name}.py'))
+    cfg = sync_num_frames(
+        Config.fromfile(str(CONFIGS / 'ttsrn' / f'{name}.py')))
     head = cfg.model.track_head
     assert head.num_classes == num_classes
     assert head.num_frames == cfg.num_frames

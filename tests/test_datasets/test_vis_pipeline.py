@@ -14,6 +14,7 @@ from mmengine.evaluator import Evaluator
 from mmengine.structures import InstanceData
 
 from mmttsrn.datasets import make_synthetic_vis
+from mmttsrn.utils import load_tool_config
 
 CONFIG_DIR = Path(__file__).parents[2] / 'configs' / '_base_'
 
@@ -172,23 +173,14 @@ def test_youtube_vis_configs_build(youtube_vis_root, version):
 
 
 def test_dataset_config_composes_with_runtime(tmp_path):
-    """A config that changes T writes its train pipeline out, as
-    youtube_vis_2019.py says."""
+    """A config that changes T sets num_frames alone, as youtube_vis_2019.py
+    says: the config loaders set the clip sampler from it."""
     config = tmp_path / 'cfg.py'
     config.write_text(
         f"_base_ = ['{CONFIG_DIR}/datasets/synthetic_vis.py', "
         f"'{CONFIG_DIR}/default_runtime.py']\n"
-        'num_frames = 5\n'
-        "train_pipeline = [dict(type='ClipFrameSample', "
-        'num_frames=num_frames),\n'
-        "    dict(type='TransformBroadcaster', share_random_params=True,\n"
-        "         transforms=[dict(type='LoadVideoFrame'),\n"
-        "                     dict(type='LoadTrackAnnotations', "
-        'with_mask=True)]),\n'
-        "    dict(type='PackTrackInputs')]\n"
-        'train_dataloader = dict(dataset=dict('
-        'pipeline=train_pipeline))\n')
-    cfg = Config.fromfile(str(config))
+        'num_frames = 5\n')
+    cfg = load_tool_config(str(config))
     assert cfg.custom_imports.imports == ['mmttsrn']
     assert cfg.train_dataloader.dataset.pipeline[0].num_frames == 5
     assert cfg.train_dataloader.dataset.pipeline[1].type == \

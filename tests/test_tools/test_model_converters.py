@@ -13,6 +13,7 @@ from timm.models.twins import Twins
 
 from mmttsrn.engine import UnsafeCheckpointError
 from mmttsrn.models.layers import ClipTransformer
+from mmttsrn.utils import sync_num_frames
 
 ROOT = Path(__file__).parents[2]
 TOOLS = ROOT / 'tools' / 'model_converters'
@@ -177,11 +178,12 @@ def test_detr_width_is_checked_against_a_config():
         feedforward_channels=2048,
         num_encoder_layers=6,
         num_decoder_layers=6)
-    default = Config.fromfile(str(ROOT / 'configs/ttsrn/ttsrn_yvis.py'))
+    default = sync_num_frames(
+        Config.fromfile(str(ROOT / 'configs/ttsrn/ttsrn_yvis.py')))
     with pytest.raises(ValueError, match="width is 384 but DETR's is 256"):
         detr_to_ttsrn.check_config(default, dims)
-    detr_init = Config.fromfile(
-        str(ROOT / 'configs/ttsrn/ttsrn_yvis_detr_init.py'))
+    detr_init = sync_num_frames(
+        Config.fromfile(str(ROOT / 'configs/ttsrn/ttsrn_yvis_detr_init.py')))
     assert detr_to_ttsrn.check_config(detr_init, dims) == (36, 10)
     with pytest.raises(ValueError, match='feedforward_channels'):
         detr_to_ttsrn.check_config(detr_init,
@@ -189,7 +191,8 @@ def test_detr_width_is_checked_against_a_config():
 
 
 def test_detr_init_config_takes_a_full_size_detr_checkpoint():
-    cfg = Config.fromfile(str(ROOT / 'configs/ttsrn/ttsrn_yvis_detr_init.py'))
+    cfg = sync_num_frames(
+        Config.fromfile(str(ROOT / 'configs/ttsrn/ttsrn_yvis_detr_init.py')))
     model = MODELS.build(cfg.model)
     assert model.track_head.positional_encoding.embed_dims == 256
     # DETR's R-50 layout at its real sizes: d=256, FFN 2048, 6+6 layers.

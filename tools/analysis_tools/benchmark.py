@@ -47,6 +47,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
+from mmttsrn.utils import sync_num_frames
+
 DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
 # Submodules that ``--compile`` wraps in ``torch.compile`` when present: the
 # backbone and the transformer (TT-SRN's clip transformer; Mask2Former's
@@ -146,6 +148,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    sync_num_frames(cfg)
     if 'model' not in cfg:
         raise KeyError(f'config {path} has no "model"')
     return cfg

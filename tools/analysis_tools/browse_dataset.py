@@ -24,6 +24,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmengine.utils import ProgressBar
 
+from mmttsrn.utils import sync_num_frames
 from mmttsrn.visualization import TrackInstanceVisualizer
 
 
@@ -118,6 +119,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    sync_num_frames(cfg)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
 
     key = f'{args.phase}_dataloader'

@@ -48,6 +48,7 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from mmttsrn.engine import load_pretrained_file
+from mmttsrn.utils import sync_num_frames
 
 # DETR key prefix -> our key prefix.
 RENAMES = {'transformer.': 'track_head.transformer.'}
@@ -201,7 +202,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     num_frames, num_queries = 36, 10
     if args.config:
         num_frames, num_queries = check_config(
-            Config.fromfile(args.config), dims)
+            sync_num_frames(Config.fromfile(args.config)), dims)
     num_frames = args.num_frames or num_frames
     num_queries = args.num_queries or num_queries
     converted, skipped = convert_detr(state_dict, num_frames, num_queries)

@@ -19,17 +19,22 @@
 # `custom_imports` (to register mmttsrn) and `default_scope` come from
 # _base_/default_runtime.py.
 #
-# Variables a config may change: num_frames (T), img_scale ((w, h) of the
-# mmcv Resize; the paper's frames are 300 x 540) and backend_args. They are
-# used when this file is read, so a config that changes them writes the
-# pipelines that use them out again, in full, and hands them to the
-# dataloaders (as synthetic_vis.py and configs/ttsrn/ttsrn_yvis_18f.py do):
-#   num_frames = 18
-#   train_pipeline = [dict(type='ClipFrameSample', num_frames=num_frames),
-#                     dict(type='TransformBroadcaster', ...),
-#                     dict(type='PackTrackInputs')]
-#   train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-# rather than patching a step found by its list index.
+# Variables a config may change:
+# - num_frames (T, frames per training clip): the only place T is written.
+#   A config sets `num_frames = 18` alone (as configs/ttsrn/ttsrn_yvis_18f.py
+#   does), or a run `--cfg-options num_frames=18`: the config loaders
+#   (mmttsrn.utils.sync_num_frames) set the ClipFrameSample below and the
+#   model's track_head.num_frames from it.
+# - img_scale ((w, h) of the mmcv Resize; the paper's frames are 300 x 540)
+#   and backend_args. They are used when this file is read, so a config that
+#   changes them writes the pipelines that use them out again, in full, and
+#   hands them to the dataloaders (as synthetic_vis.py does):
+#     img_scale = (640, 360)
+#     train_pipeline = [dict(type='ClipFrameSample', num_frames=num_frames),
+#                       dict(type='TransformBroadcaster', ...),
+#                       dict(type='PackTrackInputs')]
+#     train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+#   rather than patching a step found by its list index.
 dataset_type = 'YouTubeVISOfficialDataset'
 data_root = 'data/youtube_vis_2019/'
 dataset_version = '2019'

@@ -28,7 +28,9 @@ model = dict(
     track_head=dict(
         type='TTSRNHead',
         num_classes=num_classes,
-        num_frames=36,  # T: frames per clip (the dataset's num_frames)
+        # num_frames (T, frames per clip) is the config's top-level
+        # num_frames, which the dataset configs define: the config loaders
+        # set it here (mmttsrn.utils.sync_num_frames).
         num_queries=num_queries,
         in_channels=[64, 128, 256, 512],
         embed_dims=embed_dims,

@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 from mmttsrn.datasets import make_synthetic_vis
 from mmttsrn.engine import relative_spread, token_spread
+from mmttsrn.utils import sync_num_frames
 
 # Each test trains the quickstart model for a minute or more.
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ CONFIG = osp.join(
 
 
 def _runner(root, work_dir, iters, ann='train'):
-    cfg = Config.fromfile(CONFIG)
+    cfg = sync_num_frames(Config.fromfile(CONFIG))
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[split].dataset.data_root = str(root) + '/'
         cfg[split].num_workers = 0
