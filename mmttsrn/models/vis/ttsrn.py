@@ -1,15 +1,15 @@
 """TT-SRN: the video instance segmentation model."""
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.mot import BaseMOTModel
 from mmdet.registry import MODELS, TASK_UTILS
-from mmdet.structures import TrackDataSample, TrackSampleList
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmdet.structures import DetDataSample, TrackDataSample, TrackSampleList
 from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
 from torch import Tensor
+
+from .video_tracks import VideoTracks
 
 __all__ = ['TTSRN']
 
@@ -22,7 +22,12 @@ class TTSRN(BaseMOTModel):
     Frames of a clip go through the backbone one by one (batched); the head
     sees the whole clip. Videos of any length are handled in ``predict``:
     shorter ones are stretched to the clip length by repeating frames, longer
-    ones run in overlapping windows joined by ``test_cfg.linker``.
+    ones run in overlapping windows joined by ``test_cfg.linker`` as they
+    run (:class:`LinkStream`), each frame's outputs reduced to RLE masks as
+    soon as no later window sees it (:class:`VideoTracks`).
+    :meth:`predict_frames` (and :meth:`test_step` on lazily read videos)
+    also reads the frames as the windows need them, so that memory does not
+    grow with the video.
 
     Args:
         backbone (dict): Any mmdet backbone giving strides 4, 8, 16, 32.
@@ -119,106 +124,159 @@ class TTSRN(BaseMOTModel):
             ``pred_track_instances`` (masks, bboxes, scores, labels,
             instances_id), as mmdet's ``YouTubeVISMetric`` reads them.
         """
-        pad_masks = self.pad_mask(inputs, data_samples)
         results = []
-        for video, pad_mask, sample in zip(inputs, pad_masks, data_samples):
-            tracks = self._track_video(video, pad_mask)
-            instances = self._post_process(tracks, sample, rescale)
+        for video, sample in zip(inputs, data_samples):
             frames = sample.video_data_samples
-            for frame, frame_instances in zip(frames, instances):
-                frame.pred_track_instances = frame_instances
+            tracks = self._track_video(
+                self._windows(video, frames), frames, rescale)
+            for t, frame in enumerate(frames):
+                frame.pred_track_instances = tracks.instances(t)
             result = TrackDataSample()
             result.video_data_samples = frames
             results.append(result)
         return results
 
-    def _track_video(self, video: Tensor, pad_mask: Tensor) -> dict:
-        """Windows over one video (L, C, H, W) -> joined tracks."""
-        windows = []
-        for frame_inds in self.linker.split(
-                len(video), self.num_frames, device=video.device):
-            feats = self.extract_feat(video[frame_inds][None])
-            clip, = self.track_head.predict(feats, pad_mask[frame_inds][None])
-            windows.append(dict(frame_inds=frame_inds, **clip))
-        return self.linker.merge(windows, len(video))
+    def test_step(self, data: dict) -> TrackSampleList:
+        """``BaseModel.test_step``, or, when ``data['inputs']`` holds
+        iterables of frames (see :class:`LazyVideoFrames`) instead of
+        tensors, :meth:`predict_frames` on each, with the masks of the
+        returned frames as RLE dicts (pycocotools')."""
+        inputs = data['inputs']
+        if isinstance(inputs, Tensor) or all(
+                isinstance(video, Tensor) for video in inputs):
+            return super().test_step(data)
+        results = []
+        for video in inputs:
+            tracks = self.predict_frames(video)
+            for t, frame in enumerate(tracks.frames):
+                frame.pred_track_instances = tracks.instances(t, encode=True)
+            result = TrackDataSample()
+            result.video_data_samples = tracks.frames
+            results.append(result)
+        return results
+
+    def predict_frames(self,
+                       frames: Iterable[dict],
+                       rescale: bool = True) -> VideoTracks:
+        """Segment and track one video read a frame at a time.
+
+        Memory does not grow with the video: the frames of a window are
+        pre-processed (``data_preprocessor``) when it runs and dropped when
+        no later window needs them, and the linker and
+        :class:`VideoTracks` keep only what later windows and the final
+        ranking need.
+
+        Args:
+            frames (Iterable[dict]): The video's frames in order, each as the
+                test pipeline packs a one-frame video: ``inputs``
+                (1, C, H, W) and ``data_samples``, a one-frame
+                :class:`TrackDataSample`.
+            rescale (bool): Masks and boxes at the original frame size.
+
+        Returns:
+            VideoTracks: The tracks; ``frames`` holds the frame samples.
+        """
+        samples: List[DetDataSample] = []
+
+        def windows():
+            for inds, clip, next_start in self.linker.windows(
+                    frames, self.num_frames):
+                sample = TrackDataSample()
+                sample.video_data_samples = [
+                    f['data_samples'].video_data_samples[0] for f in clip
+                ]
+                data = self.data_preprocessor(
+                    dict(
+                        inputs=[torch.cat([f['inputs'] for f in clip])],
+                        data_samples=[sample]), False)
+                inputs, (sample, ) = data['inputs'], data['data_samples']
+                # The pre-processed samples (with batch_input_shape) of the
+                # frames seen for the first time.
+                for i, frame in zip(inds.tolist(), sample.video_data_samples):
+                    if i == len(samples):
+                        samples.append(frame)
+                yield inds, inputs, self.pad_mask(inputs,
+                                                  [sample]), next_start
+
+        return self._track_video(windows(), samples, rescale)
+
+    def _windows(self, video: Tensor, frames: List[DetDataSample]):
+        """Windows of a pre-processed video (L, C, H, W), as
+        :meth:`_track_video` takes them."""
+        for inds, _, next_start in self.linker.windows(
+                range(len(video)), self.num_frames):
+            clip = video[inds][None]
+            sample = TrackDataSample()
+            sample.video_data_samples = [frames[i] for i in inds.tolist()]
+            yield inds, clip, self.pad_mask(clip, [sample]), next_start
+
+    def _track_video(self, windows: Iterable[Tuple[Tensor, Tensor, Tensor,
+                                                   Optional[int]]],
+                     frames: List[DetDataSample],
+                     rescale: bool) -> VideoTracks:
+        """Run the windows of one video and link them as they come.
+
+        Args:
+            windows (Iterable[tuple]): Per window: ``frame_inds`` (T,),
+                the clip (1, T, C, H, W) pre-processed, its pad mask
+                (1, T, H, W) and the next window's first frame (None for
+                the last), as ``WindowLinker.windows`` orders them.
+            frames (list[DetDataSample]): The video's frame samples, each
+                there by the time its window runs.
+            rescale (bool): Masks and boxes at the original frame size.
+        """
+        stream = self.linker.stream()
+        tracks = VideoTracks(self.num_classes, self.test_cfg, frames, rescale)
+        for inds, inputs, pad_mask, next_start in windows:
+            clip = self._predict_clip(inputs, pad_mask)
+            clip['frame_inds'] = inds.to(inputs.device)
+            tracks.add(stream.push(clip, next_start))
+        return tracks
+
+    def _predict_clip(self, inputs: Tensor, pad_mask: Tensor) -> dict:
+        """The head's predictions for one clip (1, T, C, H, W): as
+        ``TTSRNHead.predict_by_feat`` gives them, plus ``embeds`` (n, d),
+        each slot's last-layer decoder output averaged over the clip, when
+        the linker re-identifies (``reid_thr``)."""
+        embeds: List[Tensor] = []
+        cls_head = getattr(self.track_head, 'cls_head', None)
+        hook = None
+        if cls_head is not None and \
+                getattr(self.linker, 'reid_thr', None) is not None:
+            # The head does not return its decoder output; the class head
+            # reads it, (num_layers, B, n, T, d), so take it from there.
+            hook = cls_head.register_forward_pre_hook(
+                lambda _, args: embeds.append(args[0][-1, 0]))
+        try:
+            clip, = self.track_head.predict(
+                self.extract_feat(inputs), pad_mask)
+        finally:
+            if hook is not None:
+                hook.remove()
+        if embeds:
+            clip['embeds'] = embeds[-1].mean(1)
+        return clip
 
     def _post_process(self, tracks: dict, sample: TrackDataSample,
                       rescale: bool) -> List[InstanceData]:
-        """Scores, labels, masks and boxes of the kept tracks, per frame.
+        """Per-frame instances of tracks joined by ``WindowLinker.merge``.
 
-        One category per track (default): majority vote over the frames a
-        track covers, scored by the mean over those frames of the highest
-        class probability. With ``multi_label``: every (track, category)
-        pair scored by the category's mean probability over the covered
-        frames, each kept pair an instance of its own. Tracks with an empty
-        mask in every frame are dropped before the best ``max_per_video``
-        are kept. With ``drop_absent_frames``, a track covers only the frames
-        where it is classified as an object.
+        Args:
+            tracks (dict): ``cls_probs`` (N, L, K), ``bboxes`` (N, L, 4),
+                ``mask_probs`` (N, L, h4, w4) and ``covered`` (N, L).
+            sample (TrackDataSample): The video's L frames.
+            rescale (bool): Masks and boxes at the original frame size.
+
+        Returns:
+            list[InstanceData]: One per frame, as :meth:`predict` sets them
+            (see :class:`VideoTracks` for the ranking).
         """
-        covered = tracks['covered']  # (N, L)
-        if self.test_cfg.get('drop_absent_frames', False):
-            covered = covered & (tracks['cls_probs'].sum(-1) >= 0.5)
-        num_covered = covered.sum(1).clamp(min=1)
-        # A track whose mask is empty in every frame it covers cannot match
-        # anything: drop it before it takes one of the top-k places.
-        mask_thr = self.test_cfg['mask_thr']
-        has_mask = ((tracks['mask_probs'] > mask_thr).flatten(2).any(-1)
-                    & covered).any(1)
-        if self.test_cfg.get('multi_label', False):
-            probs = (tracks['cls_probs'] * covered[..., None]).sum(1) / \
-                num_covered[:, None]  # (N, K)
-            scores = probs.flatten()
-            labels = torch.arange(
-                self.num_classes, device=scores.device).repeat(len(probs))
-            track_inds = torch.arange(
-                len(probs), device=scores.device).repeat_interleave(
-                    self.num_classes)
-        else:
-            max_probs, frame_labels = tracks['cls_probs'].max(-1)
-            scores = (max_probs * covered).sum(1) / num_covered
-            votes = F.one_hot(frame_labels,
-                              self.num_classes) * covered[..., None]
-            labels = votes.sum(1).argmax(1)
-            track_inds = torch.arange(len(scores), device=scores.device)
-        has_mask = has_mask[track_inds]
-        ranked = scores.masked_fill(~has_mask, -1)
-        # The best max_per_video above score_thr, best first (one
-        # host-device sync, for the number kept).
-        order = ranked.argsort(descending=True, stable=True)
-        order = order[:self.test_cfg['max_per_video']]
-        keep = order[(ranked[order] > self.test_cfg['score_thr'])
-                     & has_mask[order]]
-        scores, labels, ids = scores[keep], labels[keep], keep
-        keep = track_inds[keep]
-
-        frame0 = sample.video_data_samples[0]
-        img_h, img_w = frame0.img_shape[:2]
-        pad_h, pad_w = frame0.batch_input_shape
-        out_h, out_w = frame0.ori_shape[:2] if rescale else (img_h, img_w)
-        # (k, L, h4, w4) -> padded input size -> crop padding -> output size
-        masks = tracks['mask_probs'][keep]
-        if len(keep):
-            masks = F.interpolate(
-                masks, size=(pad_h, pad_w), mode='bilinear',
-                align_corners=False)[..., :img_h, :img_w]
-            masks = F.interpolate(
-                masks, size=(out_h, out_w), mode='bilinear',
-                align_corners=False)
-        else:
-            masks = masks.new_zeros(0, covered.shape[1], out_h, out_w)
-        # Frames a track does not cover get empty masks.
-        masks = (masks > mask_thr) & \
-            covered[keep][..., None, None]
-        bboxes = bbox_cxcywh_to_xyxy(tracks['bboxes'][keep]) * \
-            masks.new_tensor([out_w, out_h, out_w, out_h], dtype=torch.float)
-
-        instances = []
-        for t in range(covered.shape[1]):
-            instances.append(
-                InstanceData(
-                    masks=masks[:, t],
-                    bboxes=bboxes[:, t],
-                    scores=scores,
-                    labels=labels,
-                    instances_id=ids))
-        return instances
+        N, L = tracks['covered'].shape
+        video = VideoTracks(self.num_classes, self.test_cfg,
+                            sample.video_data_samples, rescale)
+        video.add(
+            dict(
+                tracks,
+                frame_inds=torch.arange(L),
+                track_ids=torch.arange(N)))
+        return [video.instances(t) for t in range(L)]
