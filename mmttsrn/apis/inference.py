@@ -1,33 +1,35 @@
 """Build a TT-SRN model from a config and run it on the frames of a video."""
 import copy
 import os.path as osp
+import sys
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-import mmcv
-import numpy as np
 import torch
 import torch.nn as nn
 from mmcv.transforms import Compose
 from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import TrackDataSample
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
+from mmengine.utils import ProgressBar
 
+from ..models.vis.video_tracks import VideoTracks
 from ..utils import sync_num_frames
+from .video_reader import FrameType, VideoFrames
 
-__all__ = ['init_model', 'build_inference_pipeline', 'inference_video']
+__all__ = [
+    'init_model', 'build_inference_pipeline', 'inference_video',
+    'track_video', 'VideoFrames'
+]
 
 # Transforms of a test pipeline that read files: loading is replaced by
 # ``LoadImageFromNDArray`` (the frames are already in memory) and the
 # annotations are dropped (a demo video has none).
 _LOADERS = ('LoadVideoFrame', 'LoadImageFromFile')
 _ANNOTATION_LOADERS = ('LoadTrackAnnotations', 'LoadAnnotations')
-
-FrameType = Union[np.ndarray, str, Path]
 
 
 def _base_type(transform: dict) -> str:
@@ -162,65 +164,83 @@ def init_model(config: Union[str, Path, Config],
     return model
 
 
-def _read_frames(frames: Sequence[FrameType]) -> List[np.ndarray]:
-    """Frames as BGR uint8 arrays of one size; paths are read."""
-    if len(frames) == 0:
-        raise ValueError('inference_video needs at least one frame')
-    images = []
-    for i, frame in enumerate(frames):
-        if isinstance(frame, (str, Path)):
-            if not osp.isfile(frame):
-                raise FileNotFoundError(f'frame {i} not found: {frame}')
-            img = mmcv.imread(str(frame))
-            if img is None:
-                raise ValueError(f'cannot read frame {i}: {frame}')
-        elif isinstance(frame, np.ndarray):
-            img = frame
-        else:
-            raise TypeError(f'frame {i} must be an image array or a path, '
-                            f'got {type(frame).__name__}')
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f'frame {i} must be (H, W, 3) BGR, got shape '
-                             f'{img.shape}')
-        if images and img.shape != images[0].shape:
-            raise ValueError(f'frame {i} is {img.shape[:2]} (h, w) but frame '
-                             f'0 is {images[0].shape[:2]}; all frames of a '
-                             'video must have the same size')
-        images.append(img)
-    return images
+def track_video(model: nn.Module,
+                video: Union[str, Path, Sequence[FrameType], VideoFrames],
+                progress: bool = False) -> VideoTracks:
+    """Segment and track the instances of a video of any length.
 
-
-def inference_video(model: nn.Module,
-                    frames: Sequence[FrameType]) -> TrackDataSample:
-    """Segment and track the instances of one video.
-
-    The frames go through the config's test pipeline (see
-    :func:`build_inference_pipeline`), then ``model.test_step``; a video
-    longer than the model's clip runs in windows inside the model.
+    The frames are read one at a time (:class:`VideoFrames`), prepared by
+    the config's test pipeline (see :func:`build_inference_pipeline`) and
+    run in the model's windows as they come (``TTSRN.predict_frames``), so
+    memory does not grow with the video: what is kept per frame is an RLE
+    mask and a box per track.
 
     Args:
         model (nn.Module): A model from :func:`init_model`.
-        frames (Sequence[np.ndarray | str]): The video's L frames in order,
-            as BGR (H, W, 3) arrays or image paths, all of one size.
+        video (str | Path | Sequence | VideoFrames): A video file, a folder
+            of frames, or the frames as BGR (H, W, 3) arrays or image paths,
+            all of one size.
+        progress (bool): Print a progress bar of the frames segmented,
+            with the frames per second.
+
+    Returns:
+        VideoTracks: ``len()`` frames; ``instances(t)`` gives frame t's
+        instances (``masks`` (k, H, W) bool at the original size,
+        ``bboxes`` (k, 4) x1y1x2y2 in pixels, ``scores``, ``labels``,
+        ``instances_id``) and ``frames[t]`` its meta information.
+    """
+    cfg = getattr(model, 'cfg', None)
+    if cfg is None:
+        raise AttributeError('model.cfg is missing; build the model with '
+                             'mmttsrn.apis.init_model')
+    frames = video if isinstance(video, VideoFrames) else VideoFrames(video)
+    pipeline = build_inference_pipeline(cfg)
+    num_frames = len(frames)
+
+    def packed():
+        for t, img in enumerate(frames):
+            yield pipeline(
+                dict(
+                    img=[img],
+                    img_id=[t],
+                    frame_id=[t],
+                    video_id=[0],
+                    video_length=[num_frames],
+                    ori_video_length=[num_frames]))
+
+    # sys.stdout of now, not of when mmengine was imported.
+    bar = ProgressBar(num_frames, file=sys.stdout) if progress else None
+    with torch.no_grad():
+        tracks = model.predict_frames(
+            packed(), progress=bar.update if bar else None)
+    if bar is not None:
+        bar.file.write('\n')
+    return tracks
+
+
+def inference_video(
+        model: nn.Module,
+        frames: Union[str, Path, Sequence[FrameType]]) -> TrackDataSample:
+    """Segment and track the instances of one video.
+
+    :func:`track_video`, with every frame's instances set on its sample:
+    the returned masks are dense, so for long videos use
+    :func:`track_video` and read the frames one at a time.
+
+    Args:
+        model (nn.Module): A model from :func:`init_model`.
+        frames (str | Path | Sequence[np.ndarray | str]): The video's L
+            frames in order, as BGR (H, W, 3) arrays or image paths, all of
+            one size, or a video file or frame folder.
 
     Returns:
         TrackDataSample: L frame samples, each with ``pred_track_instances``
         (``masks`` (k, H, W) bool at the original size, ``bboxes`` (k, 4)
         x1y1x2y2 in pixels, ``scores``, ``labels``, ``instances_id``).
     """
-    cfg = getattr(model, 'cfg', None)
-    if cfg is None:
-        raise AttributeError('model.cfg is missing; build the model with '
-                             'mmttsrn.apis.init_model')
-    images = _read_frames(frames)
-    num_frames = len(images)
-    data = dict(
-        img=images,
-        img_id=list(range(num_frames)),
-        frame_id=list(range(num_frames)),
-        video_id=[0] * num_frames,
-        video_length=[num_frames] * num_frames,
-        ori_video_length=[num_frames] * num_frames)
-    data = build_inference_pipeline(cfg)(data)
-    with torch.no_grad():
-        return model.test_step(pseudo_collate([data]))[0]
+    tracks = track_video(model, frames)
+    for t, frame in enumerate(tracks.frames):
+        frame.pred_track_instances = tracks.instances(t)
+    result = TrackDataSample()
+    result.video_data_samples = tracks.frames
+    return result

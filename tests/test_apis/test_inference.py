@@ -7,7 +7,8 @@ import pytest
 import torch
 from mmengine.runner import save_checkpoint
 
-from mmttsrn.apis import build_inference_pipeline, inference_video, init_model
+from mmttsrn.apis import (build_inference_pipeline, inference_video,
+                          init_model, track_video)
 
 CONFIG = str(
     Path(__file__).parents[2] / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
@@ -137,3 +138,21 @@ def test_inference_video_errors(model, tmp_path):
         inference_video(model, [str(tmp_path / 'bad.jpg')])
     with pytest.raises(ValueError, match=r'\(H, W, 3\)'):
         inference_video(model, [np.zeros((8, 8), np.uint8)])
+
+
+def test_track_video_reads_a_folder_lazily_as_inference_video(
+        model, tmp_path, capsys):
+    frames = _frames(7, seed=2)
+    for i, frame in enumerate(frames):
+        mmcv.imwrite(frame, str(tmp_path / f'{i:03d}.png'))
+    tracks = track_video(model, str(tmp_path), progress=True)
+    # The progress bar counts the frames, with a rate.
+    assert "7/7" in capsys.readouterr().out
+    dense = inference_video(model, frames)
+    assert len(tracks) == len(dense) == 7
+    for t, frame in enumerate(dense.video_data_samples):
+        got = tracks.instances(t)
+        assert tracks.frames[t].frame_id == t
+        assert torch.equal(got.masks, frame.pred_track_instances.masks)
+        assert torch.equal(got.instances_id,
+                           frame.pred_track_instances.instances_id)

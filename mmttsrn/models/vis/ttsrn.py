@@ -1,5 +1,5 @@
 """TT-SRN: the video instance segmentation model."""
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from mmdet.models.mot import BaseMOTModel
@@ -155,9 +155,11 @@ class TTSRN(BaseMOTModel):
             results.append(result)
         return results
 
-    def predict_frames(self,
-                       frames: Iterable[dict],
-                       rescale: bool = True) -> VideoTracks:
+    def predict_frames(
+            self,
+            frames: Iterable[dict],
+            rescale: bool = True,
+            progress: Optional[Callable[[int], None]] = None) -> VideoTracks:
         """Segment and track one video read a frame at a time.
 
         Memory does not grow with the video: the frames of a window are
@@ -172,9 +174,13 @@ class TTSRN(BaseMOTModel):
                 (1, C, H, W) and ``data_samples``, a one-frame
                 :class:`TrackDataSample`.
             rescale (bool): Masks and boxes at the original frame size.
+            progress (Callable[[int], None], optional): Called after each
+                window with the number of frames it finished (e.g.
+                ``mmengine.utils.ProgressBar.update``).
 
         Returns:
-            VideoTracks: The tracks; ``frames`` holds the frame samples.
+            VideoTracks: The tracks; ``frames`` holds the frames' meta
+            information.
         """
         samples: List[DetDataSample] = []
 
@@ -190,15 +196,16 @@ class TTSRN(BaseMOTModel):
                         inputs=[torch.cat([f['inputs'] for f in clip])],
                         data_samples=[sample]), False)
                 inputs, (sample, ) = data['inputs'], data['data_samples']
-                # The pre-processed samples (with batch_input_shape) of the
-                # frames seen for the first time.
+                # The meta information (with batch_input_shape) of the
+                # frames seen for the first time; their ground truth, if
+                # loaded, is not kept.
                 for i, frame in zip(inds.tolist(), sample.video_data_samples):
                     if i == len(samples):
-                        samples.append(frame)
+                        samples.append(DetDataSample(metainfo=frame.metainfo))
                 yield inds, inputs, self.pad_mask(inputs,
                                                   [sample]), next_start
 
-        return self._track_video(windows(), samples, rescale)
+        return self._track_video(windows(), samples, rescale, progress)
 
     def _windows(self, video: Tensor, frames: List[DetDataSample]):
         """Windows of a pre-processed video (L, C, H, W), as
@@ -213,7 +220,9 @@ class TTSRN(BaseMOTModel):
     def _track_video(self, windows: Iterable[Tuple[Tensor, Tensor, Tensor,
                                                    Optional[int]]],
                      frames: List[DetDataSample],
-                     rescale: bool) -> VideoTracks:
+                     rescale: bool,
+                     progress: Optional[Callable[[int], None]] = None
+                     ) -> VideoTracks:
         """Run the windows of one video and link them as they come.
 
         Args:
@@ -224,13 +233,18 @@ class TTSRN(BaseMOTModel):
             frames (list[DetDataSample]): The video's frame samples, each
                 there by the time its window runs.
             rescale (bool): Masks and boxes at the original frame size.
+            progress (Callable[[int], None], optional): Called with the
+                number of frames each window finished.
         """
         stream = self.linker.stream()
         tracks = VideoTracks(self.num_classes, self.test_cfg, frames, rescale)
         for inds, inputs, pad_mask, next_start in windows:
             clip = self._predict_clip(inputs, pad_mask)
             clip['frame_inds'] = inds.to(inputs.device)
-            tracks.add(stream.push(clip, next_start))
+            finished = stream.push(clip, next_start)
+            tracks.add(finished)
+            if progress is not None:
+                progress(len(finished['frame_inds']))
         return tracks
 
     def _predict_clip(self, inputs: Tensor, pad_mask: Tensor) -> dict:
