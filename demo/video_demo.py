@@ -12,22 +12,29 @@ JPEGs named like the input frames (or ``000000.jpg``... for a video file).
 Each instance keeps its colour in every frame (the colour is derived from its
 track id); its mask, box, category, id and score are drawn. OUT may not be
 VIDEO itself or lie inside a VIDEO folder, so the input is never written over.
+
+Videos of any length run in bounded memory: the frames are read one at a
+time, twice. The first pass segments and tracks (keeping an RLE mask per
+track and frame), the second draws each frame with the tracks kept; two
+passes because a track's score and category, which decide whether and how
+it is drawn, are known only at the end of the video. Both passes show a
+progress bar with the frames per second.
 """
 import argparse
 import os
 import os.path as osp
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import cv2
 import mmcv
 import numpy as np
+from mmdet.structures import DetDataSample
 from mmengine.utils import track_iter_progress
 
-from mmttsrn.apis import inference_video, init_model
+from mmttsrn.apis import VideoFrames, init_model, track_video
 from mmttsrn.visualization import TrackInstanceVisualizer
 
-FRAME_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 VIDEO_EXTENSIONS = {'.mp4': 'mp4v', '.avi': 'XVID'}
 
 
@@ -57,41 +64,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='frame rate of an output video (default: the input video\'s, '
         'or 10 for a folder of frames)')
     return parser.parse_args(argv)
-
-
-def read_video(path: str) -> Tuple[List[np.ndarray], List[str], float]:
-    """Read all frames of a video file or a folder of frames.
-
-    Returns:
-        tuple: BGR frames, a file name per frame and the frame rate
-        (None for a folder).
-    """
-    if osp.isdir(path):
-        names = sorted(
-            f for f in os.listdir(path)
-            if f.lower().endswith(FRAME_EXTENSIONS))
-        if not names:
-            raise FileNotFoundError(
-                f'no {"/".join(FRAME_EXTENSIONS)} frames in folder {path}')
-        frames = []
-        for name in names:
-            frame = mmcv.imread(osp.join(path, name))
-            if frame is None:
-                raise ValueError(f'cannot decode frame {osp.join(path, name)}')
-            frames.append(frame)
-        return frames, names, None
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'video file or frame folder {path} does not '
-                                'exist')
-    reader = mmcv.VideoReader(path)
-    if not reader.opened:
-        raise ValueError(f'cannot open video {path}: not a video OpenCV can '
-                         'decode')
-    frames = [frame for frame in reader if frame is not None]
-    if not frames:
-        raise ValueError(f'video {path} has no decodable frames')
-    names = [f'{i:06d}.jpg' for i in range(len(frames))]
-    return frames, names, reader.fps
 
 
 def check_out_is_not_input(video: str, out: str) -> None:
@@ -149,24 +121,27 @@ def main(argv: Optional[List[str]] = None) -> None:
         raise FileNotFoundError(
             f'checkpoint file {args.checkpoint} does not exist')
     check_out_is_not_input(args.video, args.out)
-    frames, names, fps = read_video(args.video)
-    writer = FrameWriter(args.out, args.fps or fps or 10.0)
+    frames = VideoFrames(args.video)
+    writer = FrameWriter(args.out, args.fps or frames.fps or 10.0)
     if args.checkpoint is None:
         warnings.warn('no --checkpoint: drawing the output of random weights')
     model = init_model(args.config, args.checkpoint, device=args.device)
 
     print(f'segmenting {len(frames)} frames of {args.video}')
-    result = inference_video(model, frames)
+    tracks = track_video(model, frames, progress=True)
 
+    print('drawing')
     visualizer = TrackInstanceVisualizer(name='video_demo', line_width=2)
     visualizer.dataset_meta = model.dataset_meta
     try:
-        for frame, name, sample in track_iter_progress(
-                list(zip(frames, names, result.video_data_samples))):
+        for t, frame in track_iter_progress((enumerate(frames), len(tracks))):
+            name = frames.name(t)
+            sample = DetDataSample(metainfo=tracks.frames[t].metainfo)
+            sample.pred_track_instances = tracks.instances(t)
             visualizer.add_datasample(
                 name,
                 mmcv.bgr2rgb(frame),
-                data_sample=sample.cpu(),
+                data_sample=sample,
                 draw_gt=False,
                 pred_score_thr=args.score_thr)
             writer.write(mmcv.rgb2bgr(visualizer.get_image()), name)
