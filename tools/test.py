@@ -5,6 +5,11 @@ always writes ``results.json`` and the zip the YouTube-VIS server takes, to
 ``test_evaluator.outfile_prefix`` (default ``<work_dir>/results``); use
 ``--format-only`` for the server's valid/test splits, which have no
 annotations.
+
+Videos are read a frame at a time as the model's windows need them
+(``LazyVideoFrames``), and each frame's masks are kept as RLE, so memory does
+not grow with a video's length (``--show-dir`` needs dense masks, so with it
+each video is loaded whole).
 """
 import argparse
 import os
@@ -32,7 +37,9 @@ def parse_args():
         help='do not evaluate (for splits without annotations); only write '
         'results.json and its zip for the evaluation server')
     parser.add_argument(
-        '--show-dir', help='draw the predictions of each frame into this dir')
+        '--show-dir',
+        help='draw the predictions of each frame into this dir (loads each '
+        'video whole)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -48,6 +55,15 @@ def parse_args():
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def read_lazily(dataset: dict) -> None:
+    """Wrap a video dataset's test pipeline in ``LazyVideoFrames``."""
+    pipeline = dataset.get('pipeline')
+    if pipeline and pipeline[0].get('type') != 'LazyVideoFrames':
+        dataset.pipeline = [
+            dict(type='LazyVideoFrames', frame_pipeline=pipeline)
+        ]
 
 
 def main():
@@ -68,6 +84,8 @@ def main():
             raise KeyError('--show-dir needs default_hooks.visualization '
                            '(TrackVisualizationHook) in the config')
         hook.update(draw=True, test_out_dir=args.show_dir)
+    else:
+        read_lazily(cfg.test_dataloader.dataset)
 
     init_cpu_process_group(cfg)
     runner_cls = RUNNERS.get(cfg.runner_type) if 'runner_type' in cfg \

@@ -5,11 +5,15 @@ import os.path as osp
 import tempfile
 import zipfile
 from collections import defaultdict
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import mmengine
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
 from mmdet.evaluation import YouTubeVISMetric
 from mmdet.registry import METRICS
+from mmdet.structures import DetDataSample
 from mmengine.logging import print_log
 
 __all__ = ['YouTubeVISResultsMetric']
@@ -35,9 +39,35 @@ def _replace_atomically(path: str, write) -> None:
             os.remove(tmp)
 
 
+class _DecodedFrames(Sequence):
+    """A video's frame samples whose predicted masks, if RLE-encoded (as
+    ``TTSRN.test_step`` gives them for lazily read videos), are decoded
+    when a frame is read, one frame at a time."""
+
+    def __init__(self, frames: Sequence[DetDataSample]) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> DetDataSample:
+        frame = self.frames[index]
+        pred = frame.pred_track_instances
+        if not isinstance(pred.masks, list):
+            return frame
+        if pred.masks:
+            masks = mask_util.decode(pred.masks).transpose(2, 0, 1)
+        else:
+            masks = np.zeros((0, *frame.ori_shape[:2]), np.uint8)
+        decoded = DetDataSample(metainfo=frame.metainfo)
+        decoded.pred_track_instances = pred.clone()
+        decoded.pred_track_instances.masks = torch.from_numpy(masks).bool()
+        return decoded
+
+
 @METRICS.register_module()
 class YouTubeVISResultsMetric(YouTubeVISMetric):
-    """:class:`mmdet.evaluation.YouTubeVISMetric` plus four things.
+    """:class:`mmdet.evaluation.YouTubeVISMetric`, changed as follows.
 
     - With ``outfile_prefix`` set, ``<prefix>.json`` and its zip are written
       also when AP is computed (mmdet writes them only in ``format_only``).
@@ -57,9 +87,15 @@ class YouTubeVISResultsMetric(YouTubeVISMetric):
     - A model that keeps no instance in any video (early in training every
       mask can be empty) scores 0 with a warning; mmdet's scorer would
       fail on the empty list.
+    - Predicted masks may come as lists of RLE dicts (a long video's dense
+      masks need not exist at once); each frame's are decoded only while
+      that frame is encoded for the results.
     """
 
     _DEFAULT_ITEMS = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+    def process_video(self, data_samples: Sequence[DetDataSample]) -> None:
+        super().process_video(_DecodedFrames(data_samples))
 
     def evaluate(self, size: int) -> dict:
         try:

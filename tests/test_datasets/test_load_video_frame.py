@@ -1,9 +1,17 @@
-"""LoadVideoFrame loads frames and names the frame and video on failure."""
+"""LoadVideoFrame loads frames and names the frame and video on failure;
+LazyVideoFrames leaves a test video's frames to be read one at a time."""
+import copy
+import pickle
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+import torch
+from mmdet.registry import DATASETS
+from mmengine.config import Config
 
-from mmttsrn.datasets.transforms import LoadVideoFrame
+from mmttsrn.datasets.transforms import LoadVideoFrame, VideoFrameReader
 
 
 @pytest.fixture
@@ -51,3 +59,31 @@ def test_size_must_match_annotation(frame_file):
     results = LoadVideoFrame(check_size=False)(
         dict(img_path=frame_file, height=10, width=20))
     assert results['img'].shape[:2] == (12, 20)
+
+
+def test_lazy_video_frames_pack_the_frames_of_the_whole_video(
+        synthetic_root):
+    cfg = Config.fromfile(
+        str(
+            Path(__file__).parents[2] / 'configs' / '_base_' / 'datasets' /
+            'synthetic_vis.py'))
+    dataset_cfg = copy.deepcopy(cfg.val_dataloader.dataset)
+    dataset_cfg.update(data_root=str(synthetic_root))
+    whole = DATASETS.build(dataset_cfg)[1]
+    dataset_cfg.update(pipeline=[
+        dict(type='LazyVideoFrames', frame_pipeline=cfg.test_pipeline)
+    ])
+    lazy = DATASETS.build(dataset_cfg)[1]
+    assert set(lazy) == {'inputs'}
+    reader = lazy['inputs']
+    assert isinstance(reader, VideoFrameReader)
+    # Picklable, for DataLoader workers.
+    reader = pickle.loads(pickle.dumps(reader))
+    frames = whole['data_samples'].video_data_samples
+    assert len(reader) == len(frames)
+    for t, packed in enumerate(reader):
+        frame, = packed['data_samples'].video_data_samples
+        assert torch.equal(packed['inputs'][0], whole['inputs'][t])
+        for key in ('frame_id', 'img_id', 'ori_shape', 'instances',
+                    'ori_video_length', 'video_length'):
+            assert frame.get(key) == frames[t].get(key), key

@@ -1,10 +1,16 @@
-"""YouTubeVISResultsMetric: ids, atomic files, unannotated splits."""
+"""YouTubeVISResultsMetric: ids, atomic files, unannotated splits, RLE
+predictions."""
 import json
 import logging
 import zipfile
 
+import numpy as np
+import pycocotools.mask as mask_util
 import pytest
+import torch
+from mmdet.structures import DetDataSample
 from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData
 
 import mmttsrn.evaluation.youtube_vis_metric as metric_module
 from mmttsrn.evaluation import YouTubeVISResultsMetric
@@ -94,3 +100,41 @@ def test_evaluates_again_after_an_evaluation(tmp_path, monkeypatch):
         metric.evaluate(1)
         assert dict(metric._vis_meta_info) == {}
         assert metric._vis_meta_info['images'] == []
+
+
+def _video(encode):
+    """A 2-frame video, two predicted instances, masks dense or RLE."""
+    frames = []
+    for t in range(2):
+        masks = torch.zeros(2, 6, 8, dtype=torch.bool)
+        masks[0, t:t + 3, 1:4] = True
+        masks[1, 4:, 5:] = t == 1
+        if encode:
+            masks = mask_util.encode(
+                np.asfortranarray(masks.permute(1, 2, 0).numpy(), np.uint8))
+        frame = DetDataSample(
+            metainfo=dict(
+                img_id=t + 1,
+                video_id=1,
+                frame_id=t,
+                ori_shape=(6, 8),
+                ori_video_length=2))
+        frame.pred_track_instances = InstanceData(
+            masks=masks,
+            bboxes=torch.zeros(2, 4),
+            scores=torch.tensor([0.9, 0.4]),
+            labels=torch.tensor([0, 1]),
+            instances_id=torch.tensor([0, 3]))
+        frames.append(frame)
+    return frames
+
+
+def test_rle_masks_give_the_results_of_dense_masks(tmp_path):
+    results = []
+    for encode in (False, True):
+        metric = _metric(tmp_path)
+        metric.process_video(_video(encode))
+        results.append(metric.results)
+    dense, rle = results
+    assert dense == rle
+    assert len(dense[0][0]) == 2  # two instances

@@ -1,13 +1,14 @@
-"""Loading a video frame with errors that name the frame and its video."""
-from typing import Optional
+"""Loading video frames: one frame with errors that name it and its video,
+or a whole test video lazily."""
+from typing import Iterator, List, Optional
 
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
-from mmcv.transforms import LoadImageFromFile
+from mmcv.transforms import BaseTransform, Compose, LoadImageFromFile
 from mmdet.registry import TRANSFORMS
 
-__all__ = ['LoadVideoFrame']
+__all__ = ['LoadVideoFrame', 'LazyVideoFrames', 'VideoFrameReader']
 
 
 @TRANSFORMS.register_module()
@@ -95,3 +96,69 @@ class LoadVideoFrame(LoadImageFromFile):
     def __repr__(self) -> str:
         return (f'{super().__repr__()[:-1]}, '
                 f'check_size={self.check_size})')
+
+
+class VideoFrameReader:
+    """The frames of one test video, each run through a frame pipeline
+    when iterated.
+
+    Args:
+        results (dict): The video's per-frame lists, as
+            ``BaseVideoDataset`` gives them in test mode (``img_path``,
+            ``img_id``, ``frame_id``, ``instances``...).
+        pipeline (Compose): Takes a one-frame video (the same dict with
+            lists of one) to a packed one-frame sample.
+    """
+
+    def __init__(self, results: dict, pipeline: Compose) -> None:
+        self.results = results
+        self.pipeline = pipeline
+
+    def __len__(self) -> int:
+        return len(self.results['img_id'])
+
+    def __iter__(self) -> Iterator[dict]:
+        """Packed frames: ``inputs`` (1, C, H, W) and ``data_samples``, a
+        one-frame ``TrackDataSample``."""
+        num_frames = len(self)
+        for t in range(num_frames):
+            frame = {
+                key: [value[t]] if isinstance(value, list)
+                and len(value) == num_frames else value
+                for key, value in self.results.items()
+            }
+            yield self.pipeline(frame)
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}({len(self)} frames)'
+
+
+@TRANSFORMS.register_module()
+class LazyVideoFrames(BaseTransform):
+    """Leave a test video's frames unread until the model reads them.
+
+    Wraps a whole-video test pipeline: instead of every frame of the video
+    loaded and stacked, the sample's ``inputs`` is a
+    :class:`VideoFrameReader` that runs ``frame_pipeline`` on one frame at a
+    time; ``TTSRN.test_step`` reads it window by window, so memory does not
+    grow with the video's length (``tools/test.py`` wraps the test pipeline
+    in it).
+
+    Required Keys: the per-frame lists of a test video, with ``img_id``.
+
+    Added Keys: inputs
+
+    Args:
+        frame_pipeline (list[dict]): The test pipeline, e.g.
+            ``[TransformBroadcaster(LoadVideoFrame, Resize, ...),
+            PackTrackInputs]``; it is run on one-frame videos.
+    """
+
+    def __init__(self, frame_pipeline: List[dict]) -> None:
+        self.frame_pipeline = Compose(frame_pipeline)
+
+    def transform(self, results: dict) -> dict:
+        return dict(inputs=VideoFrameReader(results, self.frame_pipeline))
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(frame_pipeline={self.frame_pipeline})'
