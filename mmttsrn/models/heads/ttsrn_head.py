@@ -60,6 +60,16 @@ class TTSRNHead(BaseModule):
             Trained from scratch, the paper's cross-attention stays near
             uniform, so no slot sees its own instance; restricted to the
             slot's mask it does from the first iterations. Off in the paper.
+        mask_shape_encoder (dict, optional): A :class:`MaskShapeEncoder`
+            config (``out_channels`` is set to ``embed_dims``): adds an
+            embedding of each slot's predicted mask silhouette to the last
+            layer's embeddings, so that the class head can tell categories
+            apart by their outline. Off in the paper.
+        mask_upsample (dict, optional): A :class:`ConvexUpsample` config
+            (``in_channels`` is filled in): the last layer's masks are
+            up-sampled from stride 4 to the input size with weights guided
+            by the stride-4 backbone features, and the mask losses and
+            predictions use them. Off in the paper (bilinear up-sampling).
         input_proj_norm (dict, optional): Norm after the 1x1 input
             projection (the paper has none). A GroupNorm keeps the scale of
             a backbone trained from scratch next to the positional encoding.
@@ -95,6 +105,8 @@ class TTSRNHead(BaseModule):
                  query_content: bool = False,
                  mask_pooling: bool = False,
                  masked_attention: bool = False,
+                 mask_shape_encoder: OptConfigType = None,
+                 mask_upsample: OptConfigType = None,
                  input_proj_norm: OptConfigType = None,
                  loss_cls: ConfigType = dict(
                      type='CrossEntropyLoss', use_sigmoid=False,
@@ -143,6 +155,12 @@ class TTSRNHead(BaseModule):
                                        embed_dims) if query_content else None
         self.mask_pool_proj = nn.Linear(in_channels[0], embed_dims) \
             if mask_pooling else None
+        self.mask_shape_encoder = MODELS.build(
+            dict(out_channels=embed_dims, **mask_shape_encoder)) \
+            if mask_shape_encoder else None
+        self.mask_upsample = MODELS.build(
+            dict(in_channels=in_channels[0], **mask_upsample)) \
+            if mask_upsample else None
         self.cls_head = MODELS.build(
             dict(in_channels=embed_dims, out_channels=num_classes + 1,
                  **cls_head))
@@ -207,7 +225,8 @@ class TTSRNHead(BaseModule):
         Returns:
             dict: ``cls_scores`` (L, B, n, T, K+1) logits for every decoder
             layer, ``bbox_preds`` (L, B, n, T, 4) normalised (cx, cy, w, h),
-            ``mask_preds`` (B, n, T, H4, W4) mask logits at stride 4 and,
+            ``mask_preds`` (B, n, T, H4, W4) mask logits at stride 4 (at
+            the input size with ``mask_upsample``) and,
             with ``masked_attention``, ``aux_mask_preds`` (L-1, B, n, T, H4,
             W4) the masks of the layers before the last.
         """
@@ -250,15 +269,22 @@ class TTSRNHead(BaseModule):
         hs = hs.view(num_layers, B, T, n, d).transpose(2, 3)
         mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
                                     [feats[2], feats[1], feats[0]], pixels)
+        fine_masks = mask_preds if self.mask_upsample is None else \
+            self.mask_upsample(mask_preds, feats[0])
+        # The masks are the last layer's, so only its slots read them.
+        readouts = []
         if self.mask_pool_proj is not None:
-            # The masks are the last layer's, so only its slots read them.
-            pooled = self.mask_pool_proj(self._mask_pool(mask_preds, feats[0]))
-            hs = torch.cat([hs[:-1], (hs[-1] + pooled)[None]])
+            readouts.append(
+                self.mask_pool_proj(self._mask_pool(mask_preds, feats[0])))
+        if self.mask_shape_encoder is not None:
+            readouts.append(self.mask_shape_encoder(fine_masks))
+        if readouts:
+            hs = torch.cat([hs[:-1], (hs[-1] + sum(readouts))[None]])
         cls_scores = self.cls_head(hs)
         bbox_preds = self.reg_head(hs).sigmoid()
         outs = dict(
             cls_scores=cls_scores, bbox_preds=bbox_preds,
-            mask_preds=mask_preds)
+            mask_preds=fine_masks)
         if aux_mask_preds:
             outs['aux_mask_preds'] = torch.stack(aux_mask_preds)
         return outs

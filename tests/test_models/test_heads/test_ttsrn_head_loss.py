@@ -236,3 +236,33 @@ def test_masked_attention_supervises_every_layer_with_one_assignment():
     total = sum(v for v in losses.values())
     total.backward()
     assert head.mask_head.mask_embed[0].weight.grad.abs().sum() > 0
+
+
+def test_fine_masks_and_shape_embedding_options():
+    torch.manual_seed(0)
+    head = _head(
+        mask_upsample=dict(type='ConvexUpsample'),
+        mask_shape_encoder=dict(type='MaskShapeEncoder', size=8))
+    head.init_weights()
+    feats = [torch.randn(2, c, 32 // s, 32 // s)
+             for c, s in zip([8, 16, 32, 64], [4, 8, 16, 32])]
+    pad_mask = torch.zeros(1, 2, 32, 32, dtype=torch.bool)
+    outs = head(feats, pad_mask)
+    # Masks at the input size (stride 4 without mask_upsample).
+    assert outs['mask_preds'].shape == (1, 2, 2, 32, 32)
+    assert head.predict(feats, pad_mask)[0]['mask_probs'].shape == \
+        (2, 2, 32, 32)
+    losses = head.loss(feats, pad_mask, [_video([0, 1])])
+    sum(losses.values()).backward()
+    # The class loss reaches the shape encoder; the up-sampling weights
+    # learn from the mask losses.
+    assert head.mask_shape_encoder.fc.weight.grad.abs().sum() > 0
+    assert head.mask_upsample.weight_net[-1].weight.grad.abs().sum() > 0
+    # Only the last layer reads the masks.
+    plain = _head().eval()
+    plain.load_state_dict(head.state_dict(), strict=False)
+    plain_outs = plain(feats, pad_mask)
+    outs = head.eval()(feats, pad_mask)
+    assert torch.equal(plain_outs['cls_scores'][0], outs['cls_scores'][0])
+    assert not torch.equal(plain_outs['cls_scores'][-1],
+                           outs['cls_scores'][-1])
