@@ -219,8 +219,12 @@ def export_onnx(model: nn.Module,
                                     {CLASSES_KEY: json.dumps(list(classes))})
     # Written next to the target and renamed: no half-written file on error.
     tmp_file = f'{out_file}.tmp'
-    onnx.save(proto, tmp_file)
-    os.replace(tmp_file, out_file)
+    try:
+        onnx.save(proto, tmp_file)
+        os.replace(tmp_file, out_file)
+    finally:
+        if osp.exists(tmp_file):
+            os.remove(tmp_file)
     return dict(bool_where=num_where)
 
 
