@@ -3,6 +3,7 @@ from collections.abc import Mapping
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
@@ -109,6 +110,11 @@ class TwinsSVT(BaseModule):
             Defaults to (0, 1, 2, 3).
         frozen_stages (int): Stages ``0..frozen_stages`` are frozen (no
             gradient, eval mode). -1 freezes nothing. Defaults to -1.
+        with_cp (bool): Activation checkpointing: in training, keep only
+            each attention block's input and recompute the block in the
+            backward pass (less memory for the T frames of a clip, one more
+            forward of the blocks; same result and gradients).
+            Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained',
             checkpoint='/local/file.pth')`` loads local Twins weights (timm or
             official layout, see :func:`convert_twins_state_dict`); add
@@ -127,6 +133,7 @@ class TwinsSVT(BaseModule):
                  drop_path_rate: float = 0.0,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         per_stage = dict(
@@ -151,6 +158,7 @@ class TwinsSVT(BaseModule):
                              f'in [-1, {total_stages})')
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
         self.num_stages = max(out_indices) + 1
         self.embed_dims = tuple(embed_dims[:self.num_stages])
         # Only a nominal size for timm's divisibility asserts; the modules
@@ -275,7 +283,12 @@ class TwinsSVT(BaseModule):
             x, size = self.patch_embeds[i](x)
             x = self.pos_drops[i](x)
             for j, block in enumerate(self.blocks[i]):
-                x = block(x, size)
+                if self.with_cp and x.requires_grad:
+                    # Non-reentrant: also restores the RNG state, so drop
+                    # path draws the same samples when recomputed.
+                    x = cp.checkpoint(block, x, size, use_reentrant=False)
+                else:
+                    x = block(x, size)
                 if j == 0:
                     # Twins' PEG: position convolution after the first block.
                     x = self.pos_block[i](x, size)

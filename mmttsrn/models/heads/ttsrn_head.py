@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
+from mmcv.ops import point_sample
+from mmdet.models.utils import get_uncertain_point_coords_with_randomness
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures import TrackSampleList
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
@@ -82,7 +84,13 @@ class TTSRNHead(BaseModule):
             ``share_matching`` (bool, default False): supervise every decoder
             layer with the last layer's assignment (matched on its masks
             when the matcher has mask costs) instead of matching each layer
-            on its own boxes, as the paper does.
+            on its own boxes, as the paper does. ``num_points`` (int,
+            default None: dense mask losses at the input size),
+            ``oversample_ratio`` (default 3.0) and
+            ``importance_sample_ratio`` (default 0.75): Mask2Former's
+            point-sampled mask and dice losses, on that many points per
+            matched instance-frame, mostly where the logits are uncertain
+            (a change of the loss, off in the paper).
         test_cfg (dict): Unused by the head; the model reads it.
     """
 
@@ -451,16 +459,18 @@ class TTSRNHead(BaseModule):
         the others where ``aux_mask_preds`` (L-1, B, n, T, H4, W4) are given.
 
         The normaliser is the number of gt instance-frames in the batch,
-        averaged over processes.
+        averaged over processes. Everything that does not depend on the
+        layer (the present gt instance-frames, their boxes and masks, the
+        normaliser) is gathered once, so that the layer loop reads nothing
+        back from the device but what the matcher needs.
         """
+        gt_frames = self._gt_frames(targets)
         # float32 also under autocast (bf16 rounds a count of 257 to 256).
-        num_frames = sum(int(t['valid'].sum()) for t in targets)
         avg_factor = reduce_mean(
             torch.tensor(
-                float(num_frames),
+                float(len(gt_frames['frame'])),
                 dtype=torch.float32,
-                device=cls_scores.device))
-        avg_factor = avg_factor.clamp(min=1).item()
+                device=cls_scores.device)).clamp(min=1)
 
         num_layers = cls_scores.shape[0]
         last = num_layers - 1
@@ -494,23 +504,62 @@ class TTSRNHead(BaseModule):
                     aux_mask_preds[layer]
             layer_losses = self._loss_layer(cls_scores[layer],
                                             bbox_preds[layer], layer_masks,
-                                            targets, matches, avg_factor)
+                                            targets, matches, avg_factor,
+                                            gt_frames)
             prefix = '' if layer == last else f'd{layer}.'
             losses.update(
                 {prefix + k: v
                  for k, v in layer_losses.items()})
         return losses
 
+    @staticmethod
+    def _gt_frames(targets: List[Dict[str, Tensor]]) -> dict:
+        """The frames where each gt instance of the batch is present.
+
+        Gt instances are numbered across the batch (video 0's first, then
+        video 1's, ...). This reads the presence flags back from the device
+        once per batch.
+
+        Returns:
+            dict: For the P present (instance, frame) pairs, in order of
+            instance then frame: ``video``, ``gt`` (batch-wide instance
+            index) and ``frame``, each (P,) long; ``bboxes`` (P, 4) and
+            ``masks`` (P, H, W) bool, their targets. ``num_gts`` (list[int])
+            gives the instances of each video.
+        """
+        device = targets[0]['valid'].device
+        num_gts = [len(t['labels']) for t in targets]
+        valid = torch.cat([t['valid'] for t in targets])  # (M, T)
+        gt, frame = valid.nonzero(as_tuple=True)
+        video = torch.repeat_interleave(
+            torch.arange(len(targets), device=device),
+            torch.tensor(num_gts, device=device),
+            output_size=sum(num_gts))[gt]
+        return dict(
+            video=video,
+            gt=gt,
+            frame=frame,
+            bboxes=torch.cat([t['bboxes'] for t in targets])[gt, frame],
+            masks=torch.cat([t['masks'] for t in targets])[gt, frame],
+            num_gts=num_gts)
+
     def _loss_layer(self, cls_scores: Tensor, bbox_preds: Tensor,
-                    mask_preds: Tensor, targets: List[Dict[str, Tensor]],
-                    matches: List[Tuple[Tensor, Tensor]],
-                    avg_factor: float) -> Dict[str, Tensor]:
+                    mask_preds: Optional[Tensor],
+                    targets: List[Dict[str, Tensor]],
+                    matches: List[Tuple[Tensor, Tensor]], avg_factor: Tensor,
+                    gt_frames: dict) -> Dict[str, Tensor]:
         """Losses of one decoder layer.
 
         Args:
             cls_scores (Tensor): (B, n, T, K+1).
             bbox_preds (Tensor): (B, n, T, 4).
-            mask_preds (Tensor | None): (B, n, T, H4, W4), last layer only.
+            mask_preds (Tensor | None): (B, n, T, H4, W4) mask logits (or
+                at the input size), for the layers that have masks.
+            targets (list[dict]): As :meth:`get_targets` returns.
+            matches (list[tuple[Tensor, Tensor]]): Per video the matched
+                (slot, gt instance) indices.
+            avg_factor (Tensor): The normaliser, a float32 scalar.
+            gt_frames (dict): As :meth:`_gt_frames` returns.
         """
         B, n, T = cls_scores.shape[:3]
         device = cls_scores.device
@@ -525,8 +574,6 @@ class TTSRNHead(BaseModule):
             [t['labels'][g] for t, (_, g) in zip(targets, matches)])
         gt_valid = torch.cat(
             [t['valid'][g] for t, (_, g) in zip(targets, matches)])
-        gt_boxes = torch.cat(
-            [t['bboxes'][g] for t, (_, g) in zip(targets, matches)])
 
         # Every (slot, frame) is "no object" unless a matched gt is present.
         labels = torch.full((B, n, T),
@@ -544,34 +591,89 @@ class TTSRNHead(BaseModule):
         losses = dict(
             loss_cls=self.loss_cls(
                 cls_scores.flatten(0, 2), labels.flatten(),
-                avg_factor=cls_avg.clamp(min=1).item()))
+                avg_factor=cls_avg.clamp(min=1)))
 
-        pred_boxes = bbox_preds[batch_inds, slot_inds][gt_valid]
-        target_boxes = gt_boxes[gt_valid]
+        # The slot of every present gt instance-frame; -1 where the gt is
+        # not matched, which only happens to a video with more gt instances
+        # than slots (the matcher matches min(n, m) of them).
+        offsets = [0]
+        for num in gt_frames['num_gts'][:-1]:
+            offsets.append(offsets[-1] + num)
+        slot_of_gt = slot_inds.new_full((sum(gt_frames['num_gts']), ), -1)
+        slot_of_gt[torch.cat(
+            [g.to(device) + o
+             for (_, g), o in zip(matches, offsets)])] = slot_inds
+        slots = slot_of_gt[gt_frames['gt']]
+        # Weights only when needed: mmdet's box losses test them on the host.
+        weight = None
+        if any(m > n for m in gt_frames['num_gts']):
+            weight = (slots >= 0).float()
+            slots = slots.clamp(min=0)
+        pred_inds = (gt_frames['video'], slots, gt_frames['frame'])
+
+        pred_boxes = bbox_preds[pred_inds]
+        target_boxes = gt_frames['bboxes']
         losses['loss_bbox'] = self.loss_bbox(
-            pred_boxes, target_boxes, avg_factor=avg_factor)
+            pred_boxes,
+            target_boxes,
+            None if weight is None else weight[:, None].expand(-1, 4),
+            avg_factor=avg_factor)
         losses['loss_iou'] = self.loss_iou(
             bbox_cxcywh_to_xyxy(pred_boxes),
             bbox_cxcywh_to_xyxy(target_boxes),
+            weight,
             avg_factor=avg_factor)
 
         if mask_preds is not None:
-            pred_masks = mask_preds[batch_inds, slot_inds][gt_valid]
-            if len(pred_masks) == 0:
+            if len(slots) == 0:
                 # Keep the graph connected when the batch has no gt at all.
                 zero = mask_preds.sum() * 0
                 losses.update(loss_mask=zero, loss_dice=zero)
                 return losses
-            gt_masks = torch.cat(
-                [t['masks'][g] for t, (_, g) in zip(targets, matches)])
-            gt_masks = gt_masks[gt_valid].flatten(1).float()
-            pred_masks = F.interpolate(
-                pred_masks[:, None].float(),
-                size=targets[0]['masks'].shape[-2:],
-                mode='bilinear', align_corners=False).flatten(1)
-            losses['loss_mask'] = self.loss_mask(
-                pred_masks, gt_masks,
-                avg_factor=avg_factor * gt_masks.shape[1])
-            losses['loss_dice'] = self.loss_dice(
-                pred_masks, gt_masks, avg_factor=avg_factor)
+            losses.update(
+                self._mask_losses(mask_preds[pred_inds].float(),
+                                  gt_frames['masks'], weight, avg_factor))
         return losses
+
+    def _mask_losses(self, pred_masks: Tensor, gt_masks: Tensor,
+                     weight: Optional[Tensor],
+                     avg_factor: Tensor) -> Dict[str, Tensor]:
+        """Mask and dice losses of the matched instance-frames.
+
+        Dense by default: the logits are up-sampled (bilinear) to the gt's
+        padded input size. With ``train_cfg.num_points`` (Mask2Former's
+        point-sampled loss, a change of the loss), both are read at that
+        many points per instance-frame instead, chosen by
+        :func:`get_uncertain_point_coords_with_randomness` from the logits.
+
+        Args:
+            pred_masks (Tensor): Logits (P, h, w), float32.
+            gt_masks (Tensor): (P, H, W) bool at the padded input size.
+            weight (Tensor | None): (P,) weights, None for all ones.
+            avg_factor (Tensor): Number of gt instance-frames.
+
+        Returns:
+            dict: ``loss_mask`` and ``loss_dice``.
+        """
+        num_points = self.train_cfg.get('num_points')
+        if num_points:
+            with torch.no_grad():
+                coords = get_uncertain_point_coords_with_randomness(
+                    pred_masks[:, None], None, num_points,
+                    self.train_cfg.get('oversample_ratio', 3.0),
+                    self.train_cfg.get('importance_sample_ratio', 0.75))
+                gt = point_sample(gt_masks[:, None].float(),
+                                  coords).squeeze(1)  # (P, num_points)
+            pred = point_sample(pred_masks[:, None], coords).squeeze(1)
+        else:
+            gt = gt_masks.flatten(1).float()
+            pred = F.interpolate(
+                pred_masks[:, None],
+                size=gt_masks.shape[-2:],
+                mode='bilinear',
+                align_corners=False).flatten(1)
+        return dict(
+            loss_mask=self.loss_mask(
+                pred, gt, weight, avg_factor=avg_factor * gt.shape[1]),
+            loss_dice=self.loss_dice(
+                pred, gt, weight, avg_factor=avg_factor))

@@ -9,6 +9,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmcv.cnn import build_activation_layer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType
@@ -24,6 +25,20 @@ __all__ = [
 
 def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
+
+
+def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
+    """``None`` for a padding mask that masks nothing.
+
+    Without a mask ``F.scaled_dot_product_attention`` can pick its fused
+    (flash / memory-efficient) kernels, which never materialise the
+    (B, heads, L, S) weights; clips whose frames need no padding at stride 32
+    (e.g. 300x540 in 320x544) have an all-False mask. The test reads one
+    value back from the device, once per encoder or decoder call.
+    """
+    if mask is None or mask.any():
+        return mask
+    return None
 
 
 class FusedMultiheadAttention(nn.Module):
@@ -275,15 +290,22 @@ class ClipTransformerEncoder(nn.Module):
     Args:
         layer (ClipTransformerEncoderLayer): Layer to replicate.
         num_layers (int): Number of layers.
+        with_cp (bool): Activation checkpointing: in training, keep only
+            each layer's input and recompute the layer in the backward pass
+            (less memory for the S = T*h*w tokens of a long clip, one more
+            forward of the encoder). Defaults to False.
     """
 
-    def __init__(self, layer: ClipTransformerEncoderLayer,
-                 num_layers: int) -> None:
+    def __init__(self,
+                 layer: ClipTransformerEncoderLayer,
+                 num_layers: int,
+                 with_cp: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = nn.LayerNorm(layer.norm1.normalized_shape) \
             if layer.pre_norm else None
+        self.with_cp = with_cp
 
     def forward(self,
                 src: Tensor,
@@ -295,8 +317,16 @@ class ClipTransformerEncoder(nn.Module):
         Returns:
             Tensor: Memory, shape (B, S, d).
         """
+        src_key_padding_mask = _drop_empty_mask(src_key_padding_mask)
         for layer in self.layers:
-            src = layer(src, src_key_padding_mask, pos)
+            if self.with_cp and src.requires_grad:
+                # Non-reentrant: also restores the RNG state, so dropout
+                # draws the same masks when the layer is recomputed.
+                src = cp.checkpoint(
+                    layer, src, src_key_padding_mask, pos,
+                    use_reentrant=False)
+            else:
+                src = layer(src, src_key_padding_mask, pos)
         return src if self.norm is None else self.norm(src)
 
 
@@ -341,6 +371,7 @@ class ClipTransformerDecoder(nn.Module):
             Tensor: Normed layer outputs, shape (L, B, Q, d) with L the
             number of layers, or 1 without ``return_intermediate``.
         """
+        memory_key_padding_mask = _drop_empty_mask(memory_key_padding_mask)
         outputs: List[Tensor] = []
         cross_attn_mask = None
         for i, layer in enumerate(self.layers):
@@ -375,6 +406,9 @@ class ClipTransformer(BaseModule):
             Defaults to True.
         pre_norm (bool): Pre-norm layers (DETR's ``normalize_before``)
             instead of the paper's post-norm. Defaults to False.
+        with_cp (bool): Activation checkpointing of the encoder layers
+            (see :class:`ClipTransformerEncoder`); the result and gradients
+            are the same. Defaults to False.
         init_cfg (dict, optional): Initialisation config. Defaults to None.
     """
 
@@ -388,6 +422,7 @@ class ClipTransformer(BaseModule):
                  act_cfg: ConfigType = dict(type='GELU'),
                  return_intermediate: bool = True,
                  pre_norm: bool = False,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
@@ -400,7 +435,9 @@ class ClipTransformer(BaseModule):
             dropout=dropout,
             pre_norm=pre_norm)
         self.encoder = ClipTransformerEncoder(
-            ClipTransformerEncoderLayer(**layer_cfg), num_encoder_layers)
+            ClipTransformerEncoderLayer(**layer_cfg),
+            num_encoder_layers,
+            with_cp=with_cp)
         self.decoder = ClipTransformerDecoder(
             ClipTransformerDecoderLayer(**layer_cfg),
             num_decoder_layers,
