@@ -6,3 +6,9 @@ _base_ = [
     '../_base_/datasets/youtube_vis_2019.py',
     '../_base_/schedules/schedule_18e.py', '../_base_/default_runtime.py'
 ]
+# Less training memory with the same losses and gradients (activation
+# checkpointing of the backbone's attention blocks and of the encoder layers;
+# docs/benchmark.md, "Training memory"):
+# model = dict(
+#     backbone=dict(with_cp=True),
+#     track_head=dict(transformer=dict(with_cp=True)))

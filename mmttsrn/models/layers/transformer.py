@@ -34,9 +34,12 @@ def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
     (flash / memory-efficient) kernels, which never materialise the
     (B, heads, L, S) weights; clips whose frames need no padding at stride 32
     (e.g. 300x540 in 320x544) have an all-False mask. The test reads one
-    value back from the device, once per encoder or decoder call.
+    value back from the device, once per encoder or decoder call. A graph
+    being compiled or exported keeps the mask: it must hold for every input.
     """
-    if mask is None or mask.any():
+    if mask is None or torch.compiler.is_compiling() or \
+            torch.compiler.is_exporting() or torch.jit.is_tracing() or \
+            mask.any():
         return mask
     return None
 

@@ -8,6 +8,7 @@ from mmdet.registry import MODELS
 
 import mmttsrn  # noqa: F401
 from mmttsrn.models.layers import FusedMultiheadAttention
+from mmttsrn.models.layers.transformer import _drop_empty_mask
 
 D, HEADS = 16, 4
 
@@ -98,3 +99,14 @@ def test_a_real_padding_mask_is_kept():
         hs, _ = model(src, mask, pos, query_pos)
         hs_unmasked, _ = model(src, None, pos, query_pos)
     assert not torch.allclose(hs, hs_unmasked, atol=1e-4)
+
+
+def test_an_exported_or_compiled_graph_keeps_the_mask(monkeypatch):
+    """The mask may be all-False only for the example input of an export
+    (tests/test_tools/test_pytorch2onnx.py exports through it)."""
+    mask = torch.zeros(1, 4, dtype=torch.bool)
+    assert _drop_empty_mask(mask) is None
+    for name in ('is_exporting', 'is_compiling'):
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.compiler, name, lambda: True)
+            assert _drop_empty_mask(mask) is mask
