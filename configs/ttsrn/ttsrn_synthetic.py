@@ -34,6 +34,13 @@ model = dict(
         # slot's mask.
         mask_pooling=True,
         masked_attention=True,
+        # Bilinear up-sampling of stride-4 logits caps the IoU of a 20-pixel
+        # shape near 0.9; feature-guided convex up-sampling to the input size
+        # took a model overfit on one clip from AP 0.70 to 1.00.
+        mask_upsample=dict(type='ConvexUpsample'),
+        # The class head also reads each mask's silhouette, for categories
+        # that only their shape tells apart.
+        mask_shape_encoder=dict(type='MaskShapeEncoder'),
         transformer=dict(
             num_encoder_layers=3,
             num_decoder_layers=3,

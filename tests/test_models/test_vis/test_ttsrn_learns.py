@@ -84,10 +84,10 @@ def test_outputs_depend_on_the_clip(tmp_path):
 def test_overfits_one_short_clip(tmp_path):
     """The sanity check of DETR-style models: the quickstart model, trained
     from scratch on one 4-frame video for about a minute of CPU, finds,
-    classifies and tracks all of that video's instances (AP50 = 1).
+    classifies, tracks and segments all of that video's instances.
 
-    AP over IoU 0.5-0.95 reaches 0.70 (measured): the stride-4 masks are not
-    yet sharp enough at IoU >= 0.85 in this budget (0.9 is the goal).
+    Measured: AP 1.00 (spatio-temporal IoU 0.97-0.99 per instance); with
+    bilinear instead of convex up-sampling of the stride-4 masks it was 0.70.
     """
     root = tmp_path / 'data'
     make_synthetic_vis(
@@ -102,4 +102,4 @@ def test_overfits_one_short_clip(tmp_path):
     runner.train()
     metrics = runner.val()
     assert metrics['youtube_vis/segm_mAP_50'] == 1.0, metrics
-    assert metrics['youtube_vis/segm_mAP'] >= 0.6, metrics
+    assert metrics['youtube_vis/segm_mAP'] >= 0.9, metrics
