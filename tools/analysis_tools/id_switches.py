@@ -12,8 +12,10 @@ them.
 Ground-truth and predicted instances are matched frame by frame on mask
 IoU as CLEAR-MOT matches them (see :func:`count_switches`). Prints one JSON
 line per linker setting: identity switches, predicted ids matched to more
-than one ground-truth instance (wrong merges), matched frames, and
-predicted ids per ground-truth instance.
+than one ground-truth instance (wrong merges), matched frames, predicted
+ids per ground-truth instance, and the video mask AP of the joined videos
+(YouTube-VIS's: a track is scored by its IoU over the whole video, so a
+broken track or wrongly joined frames cost AP).
 
 Example, the quickstart checkpoint with and without re-identification::
 
@@ -22,6 +24,8 @@ Example, the quickstart checkpoint with and without re-identification::
         work_dirs/ttsrn_synthetic/epoch_35.pth --reid-thr none 0.5 0.8
 """
 import argparse
+import contextlib
+import io
 import json
 import os.path as osp
 import tempfile
@@ -34,6 +38,8 @@ import mmengine
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from mmdet.evaluation.functional import YTVIS, YTVISeval
+from mmengine.config import DictAction
 from scipy.optimize import linear_sum_assignment
 
 from mmttsrn.apis import init_model, track_video
@@ -74,12 +80,24 @@ def parse_args(argv=None):
     parser.add_argument(
         '--iou', type=float, default=0.5, help='mask IoU of a match')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        default={},
+        help='config overrides, e.g. model.test_cfg.mask_thr=0.4')
     return parser.parse_args(argv)
 
 
 def joined_videos(root: str, passes: int):
-    """Per synthetic valid video: its frames and ground-truth masks
-    (instances, frames, H, W) bool, played ``passes`` times back and forth.
+    """The synthetic valid videos, each played ``passes`` times back and
+    forth.
+
+    Yields:
+        tuple: The frames (BGR arrays), ground-truth masks (G, L, H, W)
+        bool, and the video's annotations in the official format (the
+        ``annotations`` of its G instances, with per-frame segmentations,
+        areas and boxes in the joined order, and its ``video`` record).
     """
     ann = mmengine.load(osp.join(root, 'annotations', 'valid.json'))
     by_video = {}
@@ -92,13 +110,28 @@ def joined_videos(root: str, passes: int):
             mmcv.imread(osp.join(root, 'valid', 'JPEGImages', name))
             for name in video['file_names']
         ]
-        gt = np.zeros((len(by_video.get(video['id'], [])), length,
-                       video['height'], video['width']), bool)
-        for i, a in enumerate(by_video.get(video['id'], [])):
+        instances = by_video.get(video['id'], [])
+        gt = np.zeros((len(instances), length, video['height'],
+                       video['width']), bool)
+        for i, a in enumerate(instances):
             for t, segm in enumerate(a['segmentations']):
                 if segm is not None:
                     gt[i, t] = mask_util.decode(segm) > 0
-        yield [frames[t] for t in order], gt[:, order]
+        joined = [
+            dict(
+                a,
+                length=len(order),
+                **{
+                    key: [a[key][t] for t in order]
+                    for key in ('segmentations', 'areas', 'bboxes')
+                }) for a in instances
+        ]
+        info = dict(
+            video,
+            length=len(order),
+            file_names=[video['file_names'][t] for t in order])
+        yield [frames[t] for t in order], gt[:, order], dict(
+            annotations=joined, video=info)
 
 
 def _ping_pong(length: int, passes: int) -> List[int]:
@@ -168,10 +201,52 @@ def count_switches(tracks, gt: np.ndarray, iou_thr: float) -> dict:
         instances=len(gt))
 
 
+def predictions(tracks, video_id: int) -> List[dict]:
+    """The kept instances of a video as YouTube-VIS results."""
+    kept = tracks.kept
+    per_frame = [
+        tracks.instances(t, encode=True).masks for t in range(len(tracks))
+    ]
+    results = []
+    for j, (score, label) in enumerate(zip(kept['scores'], kept['labels'])):
+        segms = []
+        for masks in per_frame:
+            rle = dict(masks[j])
+            rle['counts'] = rle['counts'].decode()
+            segms.append(rle)
+        results.append(
+            dict(
+                video_id=video_id,
+                score=float(score),
+                category_id=int(label) + 1,
+                segmentations=segms))
+    return results
+
+
+def video_ap(videos, results: List[dict], categories) -> float:
+    """Video mask AP (YouTube-VIS's, mmdet's implementation)."""
+    gt = dict(
+        videos=[v['video'] for v in videos],
+        annotations=[a for v in videos for a in v['annotations']],
+        categories=categories)
+    if not results:
+        return 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        ytvis = YTVIS(gt)
+        evaluator = YTVISeval(ytvis, ytvis.loadRes(results), 'segm')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return float(evaluator.stats[0])
+
+
 def main(argv=None):
     args = parse_args(argv)
     warnings.filterwarnings('ignore')
-    options = {'model.test_cfg.max_per_video': args.max_per_video}
+    options = {
+        'model.test_cfg.max_per_video': args.max_per_video,
+        **args.cfg_options
+    }
     if args.overlap is not None:
         options['model.test_cfg.linker.overlap'] = args.overlap
     model = init_model(args.config, args.checkpoint, args.device, options)
@@ -180,6 +255,8 @@ def main(argv=None):
             root, num_train_videos=0, num_val_videos=args.videos,
             seed=args.seed)
         videos = list(joined_videos(root, args.passes))
+        categories = mmengine.load(
+            osp.join(root, 'annotations', 'valid.json'))['categories']
     for value in args.reid_thr:
         model.linker.reid_thr = None if value == 'none' else float(value)
         totals = dict(
@@ -189,19 +266,24 @@ def main(argv=None):
             visible=0,
             ids=0,
             instances=0)
+        results = []
         with torch.no_grad():
-            for frames, gt in videos:
-                counts = count_switches(
-                    track_video(model, frames), gt, args.iou)
-                for key, count in counts.items():
+            for frames, gt, video in videos:
+                tracks = track_video(model, frames)
+                for key, count in count_switches(tracks, gt,
+                                                 args.iou).items():
                     totals[key] += count
+                results += predictions(tracks, video['video']['id'])
         print(
             json.dumps(
                 dict(
                     reid_thr=model.linker.reid_thr,
                     overlap=model.linker.overlap,
                     videos=len(videos),
-                    frames=sum(len(f) for f, _ in videos),
+                    frames=sum(len(v[0]) for v in videos),
+                    ap=round(
+                        video_ap([v[2] for v in videos], results,
+                                 categories), 4),
                     ids_per_instance=round(
                         totals['ids'] / max(totals['instances'], 1), 3),
                     matched_fraction=round(

@@ -102,16 +102,13 @@ def write_video(path: str, num_frames: int, size, seed: int = 0) -> None:
 
 
 def _options(pairs):
-    """``KEY=VALUE`` strings as a dict, values parsed as JSON if they
-    can be."""
-    options = {}
-    for pair in pairs:
-        key, value = pair.split('=', 1)
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
+    """``KEY=VALUE`` strings as a dict, values parsed as ``--cfg-options``
+    parses them (numbers, booleans, None, lists)."""
+    from mmengine.config import DictAction
+    return {
+        key: DictAction._parse_iterable(value)
+        for key, value in (pair.split('=', 1) for pair in pairs)
+    }
 
 
 def run_one(args) -> dict:
