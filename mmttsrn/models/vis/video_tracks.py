@@ -116,7 +116,7 @@ class VideoTracks:
         (img_h, img_w), pad, (out_h, out_w) = self._sizes()
         bboxes = bbox_cxcywh_to_xyxy(chunk['bboxes']) * probs.new_tensor(
             [out_w, out_h, out_w, out_h])
-        bboxes = bboxes.cpu().numpy()
+        bboxes = bboxes.float().cpu().numpy()  # numpy has no bf16
         linked = chunk['covered'].cpu()
         for f in range(len(inds)):
             # One frame at a time: (m, out_h, out_w) at most.
