@@ -8,32 +8,13 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData
+from tiny_models import tiny_head_cfg
 
 import mmttsrn  # noqa: F401
 
 
 def _head(num_classes=2, **kwargs):
-    cfg = dict(
-        type='TTSRNHead',
-        num_classes=num_classes,
-        num_frames=2,
-        num_queries=2,
-        in_channels=[8, 16, 32, 64],
-        embed_dims=48,
-        transformer=dict(
-            type='ClipTransformer',
-            num_heads=4,
-            num_encoder_layers=1,
-            num_decoder_layers=2,
-            feedforward_channels=64),
-        mask_head=dict(
-            type='SequenceMaskHead',
-            num_heads=4,
-            num_groups=1,
-            conv3d_channels=(4, ),
-            conv3d_groups=2))
-    cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return MODELS.build(tiny_head_cfg(num_classes=num_classes, **kwargs))
 
 
 def _bce(logit, target):

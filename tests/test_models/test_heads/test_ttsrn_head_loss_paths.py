@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from tiny_models import tiny_head_cfg
 
 import mmttsrn  # noqa: F401
 import mmttsrn.models.heads.ttsrn_head as head_module
@@ -14,27 +15,13 @@ K, N, T, H4 = 3, 3, 3, 4
 
 
 def _head(**kwargs):
-    cfg = dict(
-        type='TTSRNHead',
-        num_classes=K,
-        num_frames=T,
-        num_queries=N,
-        in_channels=[8, 16, 32, 64],
-        embed_dims=48,
-        transformer=dict(
-            type='ClipTransformer',
-            num_heads=4,
-            num_encoder_layers=1,
+    return MODELS.build(
+        tiny_head_cfg(
+            num_classes=K,
+            num_frames=T,
+            num_queries=N,
             num_decoder_layers=3,
-            feedforward_channels=64),
-        mask_head=dict(
-            type='SequenceMaskHead',
-            num_heads=4,
-            num_groups=1,
-            conv3d_channels=(4, ),
-            conv3d_groups=2))
-    cfg.update(kwargs)
-    return MODELS.build(cfg)
+            **kwargs))
 
 
 def _target(num_gts, gen):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
+from tiny_models import tiny_head_cfg
 
 import mmttsrn  # noqa: F401
 from mmttsrn.models.task_modules import LinkStream
@@ -32,25 +33,11 @@ def _model(overlap=2, **test_cfg):
                 embed_dims=(8, 16, 32, 64),
                 depths=(1, 1, 1, 1),
                 num_heads=(1, 1, 2, 4)),
-            track_head=dict(
-                type='TTSRNHead',
+            track_head=tiny_head_cfg(
                 num_classes=3,
                 num_frames=4,
                 num_queries=3,
-                in_channels=[8, 16, 32, 64],
-                embed_dims=48,
-                transformer=dict(
-                    type='ClipTransformer',
-                    num_heads=4,
-                    num_encoder_layers=1,
-                    num_decoder_layers=2,
-                    feedforward_channels=64),
-                mask_head=dict(
-                    type='SequenceMaskHead',
-                    num_heads=4,
-                    num_groups=1,
-                    conv3d_channels=(4, 4),
-                    conv3d_groups=2)),
+                conv3d_channels=(4, 4)),
             test_cfg=dict(
                 max_per_video=5,
                 linker=dict(type='WindowLinker', overlap=overlap),
