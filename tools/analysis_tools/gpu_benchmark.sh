@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/benchmark.md in one run: the paper config on one
+# 36 x 300 x 540 clip against mmdet's Mask2Former-VIS R50 in the same process,
+# predict in fp32 and bf16 (with and without torch.compile), then one training
+# iteration in fp32 and bf16 with activation checkpointing.
+#
+#   tools/analysis_tools/gpu_benchmark.sh [OUT_DIR]
+#
+# Each run writes OUT_DIR/<name>.jsonl (benchmark.py's JSON lines) and
+# OUT_DIR/<name>.log (all its output); a run that fails or passes RUN_TIMEOUT seconds is
+# reported and the next one starts. PYTHON overrides the interpreter
+# (default: the project's .venv when it exists, else python); DEVICE, FRAMES
+# and SIZE the clip, for a dry run (DEVICE=cpu FRAMES=2 SIZE="64 96").
+set -u
+cd "$(dirname "$0")/../.."
+OUT_DIR=${1:-work_dirs/gpu_benchmark}
+RUN_TIMEOUT=${RUN_TIMEOUT:-240}
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+CONFIG=configs/ttsrn/ttsrn_yvis.py
+PEER=mmdet::mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py
+# shellcheck disable=SC2206
+CLIP=(--frames "${FRAMES:-36}" --size ${SIZE:-300 540} --device "${DEVICE:-cuda}")
+CHECKPOINTING=(--cfg-options model.backbone.with_cp=True
+               model.track_head.transformer.with_cp=True)
+mkdir -p "$OUT_DIR"
+
+bench() {
+    local name=$1
+    shift
+    echo "== $name"
+    # shellcheck disable=SC2086
+    timeout "$RUN_TIMEOUT" $PYTHON tools/analysis_tools/benchmark.py \
+        "$CONFIG" --compare "$PEER" "${CLIP[@]}" "$@" \
+        >"$OUT_DIR/$name.log" 2>&1
+    local rc=$?
+    grep '^{' "$OUT_DIR/$name.log" | tee "$OUT_DIR/$name.jsonl"
+    [ $rc -eq 0 ] || { echo "$name failed (exit $rc):"; tail -5 "$OUT_DIR/$name.log"; }
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+bench predict_fp32
+bench predict_bf16 --dtype bf16
+bench train_fp32 --train --warmup 1 --repeats 3 "${CHECKPOINTING[@]}"
+bench train_bf16 --train --warmup 1 --repeats 3 --dtype bf16 "${CHECKPOINTING[@]}"
+bench predict_bf16_compile --dtype bf16 --compile
+bench predict_fp32_compile --compile
