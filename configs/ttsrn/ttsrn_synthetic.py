@@ -73,9 +73,10 @@ model = dict(
 # videos `make quickstart` generates (about 8 min on 2 cores).
 max_epochs = 35
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+# One parameter group (no per-key multipliers) lets the fused AdamW kernel
+# update all weights at once: 5 ms instead of 20 ms per step here.
 optim_wrapper = dict(
-    optimizer=dict(lr=5e-4),
-    paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
+    optimizer=dict(lr=5e-4, fused=True), paramwise_cfg=dict(_delete_=True))
 param_scheduler = [
     dict(
         type='MultiStepLR',
@@ -85,7 +86,10 @@ param_scheduler = [
         milestones=[28],
         gamma=0.1)
 ]
-train_dataloader = dict(num_workers=1)
+# Loading a clip of small frames takes a few ms: in the main process it
+# costs less than a worker process competing for the 2 cores (0.15 instead
+# of 0.19 s per iteration measured).
+train_dataloader = dict(num_workers=0, persistent_workers=False)
 val_dataloader = dict(num_workers=1)
 test_dataloader = dict(num_workers=1)
 # A checkpoint every epoch (the last two kept), so an interrupted run resumes.
