@@ -91,7 +91,9 @@ class TTSRNHead(BaseModule):
             point-sampled mask and dice losses, on that many points per
             matched instance-frame, mostly where the logits are uncertain
             (a change of the loss, off in the paper).
-        test_cfg (dict): Unused by the head; the model reads it.
+            ``matched_masks_only`` (bool, default True): in training, run the
+            mask head only on the matched slots where that is exact (see
+            :attr:`masks_after_matching`).
     """
 
     def __init__(self,
@@ -130,7 +132,6 @@ class TTSRNHead(BaseModule):
                      naive_dice=True, eps=1.0, loss_weight=1.0),
                  train_cfg: OptConfigType = dict(
                      matcher=dict(type='InstanceSequenceMatcher')),
-                 test_cfg: OptConfigType = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if len(in_channels) != 4:
@@ -140,50 +141,18 @@ class TTSRNHead(BaseModule):
         self.num_frames = num_frames
         self.num_queries = num_queries
         self.embed_dims = embed_dims
-        self.train_cfg = train_cfg or {}
-        self.test_cfg = test_cfg or {}
-
-        self.input_proj = ConvModule(
-            in_channels[-1], embed_dims, 1, norm_cfg=input_proj_norm,
-            act_cfg=None)
-        # d/3 channels per t, y, x axis unless the config splits d itself.
-        positional_encoding = dict(positional_encoding)
-        positional_encoding.setdefault('num_feats', embed_dims // 3)
-        self.positional_encoding = MODELS.build(positional_encoding)
-        if self.positional_encoding.embed_dims != embed_dims:
-            raise ValueError(
-                'the positional encoding gives '
-                f'{self.positional_encoding.embed_dims} channels but '
-                f'embed_dims is {embed_dims}; set positional_encoding.'
-                'num_feats so that the t, y, x parts sum to embed_dims')
+        # A copy: the default is shared by every head.
+        self.train_cfg = dict(train_cfg or {})
+        # Built in this order, which fixes the random initialisation.
+        self._build_input(in_channels[-1], input_proj_norm,
+                          positional_encoding)
         self.transformer = MODELS.build(
             dict(embed_dims=embed_dims, **transformer))
-        self.query_embed = nn.Embedding(num_frames * num_queries, embed_dims)
-        self.query_feat = nn.Embedding(num_frames * num_queries,
-                                       embed_dims) if query_content else None
-        self.mask_pool_proj = nn.Linear(in_channels[0], embed_dims) \
-            if mask_pooling else None
-        self.mask_shape_encoder = MODELS.build(
-            dict(out_channels=embed_dims, **mask_shape_encoder)) \
-            if mask_shape_encoder else None
-        self.mask_upsample = MODELS.build(
-            dict(in_channels=in_channels[0], **mask_upsample)) \
-            if mask_upsample else None
-        self.cls_head = MODELS.build(
-            dict(in_channels=embed_dims, out_channels=num_classes + 1,
-                 **cls_head))
-        self.reg_head = MODELS.build(
-            dict(in_channels=embed_dims, out_channels=4, **reg_head))
-        # The mask head fuses the strides 16, 8 and 4 features, coarse first.
-        self.mask_head = MODELS.build(
-            dict(embed_dims=embed_dims,
-                 fpn_channels=tuple(in_channels[2::-1]), **mask_head))
-        if masked_attention and \
-                getattr(self.mask_head, 'pixel_embed', None) is None:
-            raise ValueError('masked_attention needs per-layer masks: set '
-                             'mask_head.pixel_embed=True')
-        self.masked_attention = masked_attention
-
+        self._build_queries(query_content)
+        self._build_readouts(in_channels[0], mask_pooling, mask_shape_encoder,
+                             mask_upsample)
+        self._build_heads(in_channels, cls_head, reg_head, mask_head,
+                          masked_attention)
         self.matcher = TASK_UTILS.build(self.train_cfg.get(
             'matcher', dict(type='InstanceSequenceMatcher')))
         self.share_matching = self.train_cfg.get('share_matching', False)
@@ -192,6 +161,68 @@ class TTSRNHead(BaseModule):
         self.loss_iou = MODELS.build(loss_iou)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
+
+    def _build_input(self, in_channels: int, norm_cfg: OptConfigType,
+                     positional_encoding: ConfigType) -> None:
+        """The 1x1 projection of the stride-32 features and the 3-D sine
+        positional encoding, both ``embed_dims`` wide."""
+        d = self.embed_dims
+        self.input_proj = ConvModule(
+            in_channels, d, 1, norm_cfg=norm_cfg, act_cfg=None)
+        # d/3 channels per t, y, x axis unless the config splits d itself.
+        positional_encoding = dict(positional_encoding)
+        positional_encoding.setdefault('num_feats', d // 3)
+        self.positional_encoding = MODELS.build(positional_encoding)
+        if self.positional_encoding.embed_dims != d:
+            raise ValueError(
+                'the positional encoding gives '
+                f'{self.positional_encoding.embed_dims} channels but '
+                f'embed_dims is {d}; set positional_encoding.'
+                'num_feats so that the t, y, x parts sum to embed_dims')
+
+    def _build_queries(self, query_content: bool) -> None:
+        """``T*n`` learned query positions and, with ``query_content``, as
+        many content vectors."""
+        num = self.num_frames * self.num_queries
+        self.query_embed = nn.Embedding(num, self.embed_dims)
+        self.query_feat = nn.Embedding(num, self.embed_dims) \
+            if query_content else None
+
+    def _build_readouts(self, in_channels: int, mask_pooling: bool,
+                        mask_shape_encoder: OptConfigType,
+                        mask_upsample: OptConfigType) -> None:
+        """What the last layer reads from its masks (pooled stride-4
+        features ``in_channels`` wide, the silhouettes) and the mask
+        up-sampling; each None when off."""
+        d = self.embed_dims
+        self.mask_pool_proj = nn.Linear(in_channels, d) \
+            if mask_pooling else None
+        self.mask_shape_encoder = MODELS.build(
+            dict(out_channels=d, **mask_shape_encoder)) \
+            if mask_shape_encoder else None
+        self.mask_upsample = MODELS.build(
+            dict(in_channels=in_channels, **mask_upsample)) \
+            if mask_upsample else None
+
+    def _build_heads(self, in_channels: Sequence[int], cls_head: ConfigType,
+                     reg_head: ConfigType, mask_head: ConfigType,
+                     masked_attention: bool) -> None:
+        """The SRN class and box heads and the sequence mask head."""
+        d = self.embed_dims
+        self.cls_head = MODELS.build(
+            dict(in_channels=d, out_channels=self.num_classes + 1,
+                 **cls_head))
+        self.reg_head = MODELS.build(
+            dict(in_channels=d, out_channels=4, **reg_head))
+        # The mask head fuses the strides 16, 8 and 4 features, coarse first.
+        self.mask_head = MODELS.build(
+            dict(embed_dims=d, fpn_channels=tuple(in_channels[2::-1]),
+                 **mask_head))
+        if masked_attention and \
+                getattr(self.mask_head, 'pixel_embed', None) is None:
+            raise ValueError('masked_attention needs per-layer masks: set '
+                             'mask_head.pixel_embed=True')
+        self.masked_attention = masked_attention
 
     def _class_weighted(self, loss_cls: ConfigType) -> dict:
         """``loss_cls`` with its K+1 class weights built from
@@ -238,6 +269,36 @@ class TTSRNHead(BaseModule):
             with ``masked_attention``, ``aux_mask_preds`` (L-1, B, n, T, H4,
             W4) the masks of the layers before the last.
         """
+        state = self._decode(feats, pad_mask)
+        hs = state.pop('hs')
+        mask_preds, fine_masks = self._masks(hs[-1], feats, **state)
+        # The masks are the last layer's, so only its slots read them.
+        readouts = []
+        if self.mask_pool_proj is not None:
+            readouts.append(
+                self.mask_pool_proj(self._mask_pool(mask_preds, feats[0])))
+        if self.mask_shape_encoder is not None:
+            readouts.append(self.mask_shape_encoder(fine_masks))
+        if readouts:
+            hs = torch.cat([hs[:-1], (hs[-1] + sum(readouts))[None]])
+        outs = dict(
+            cls_scores=self.cls_head(hs),
+            bbox_preds=self.reg_head(hs).sigmoid(),
+            mask_preds=fine_masks)
+        if state['aux_mask_preds']:
+            outs['aux_mask_preds'] = torch.stack(state['aux_mask_preds'])
+        return outs
+
+    def _decode(self, feats: Sequence[Tensor], pad_mask: Tensor) -> dict:
+        """Encoder and decoder; arguments as :meth:`forward`.
+
+        Returns:
+            dict: ``hs`` (L, B, n, T, d) every decoder layer's embeddings,
+            ``memory`` (B, T, d, h, w) and its padding ``mask`` (B, T, h,
+            w), the mask head's ``pixels`` (None without masked attention)
+            and ``aux_mask_preds``, the list of the layers' masks before the
+            last (masked attention only).
+        """
         B, T = pad_mask.shape[:2]
         n, d = self.num_queries, self.embed_dims
         if T != self.num_frames:
@@ -271,31 +332,37 @@ class TTSRNHead(BaseModule):
                 size=(h, w), aux_mask_preds=aux_mask_preds)
         hs = self.transformer.decode(memory_tokens, token_mask, pos,
                                      query_pos, tgt, attn_mask_fn)
-        num_layers = hs.shape[0]
         # (L, B, T*n, d) -> (L, B, n, T, d): instance j's sequence is slot j
         # in every frame.
-        hs = hs.view(num_layers, B, T, n, d).transpose(2, 3)
-        mask_preds = self.mask_head(hs[-1].transpose(1, 2), memory, mask,
+        hs = hs.view(hs.shape[0], B, T, n, d).transpose(2, 3)
+        return dict(
+            hs=hs,
+            memory=memory,
+            mask=mask,
+            pixels=pixels,
+            aux_mask_preds=aux_mask_preds)
+
+    def _masks(self, query: Tensor, feats: Sequence[Tensor], memory: Tensor,
+               mask: Tensor, pixels: Optional[Tensor],
+               **kwargs) -> Tuple[Tensor, Tensor]:
+        """Mask logits of the slots whose last-layer embeddings are given
+        (each slot's masks depend on its own embeddings only).
+
+        Args:
+            query (Tensor): (B, k, T, d) for k of the slots.
+            feats (Sequence[Tensor]): The backbone features.
+            memory, mask, pixels: As :meth:`_decode` returns them.
+
+        Returns:
+            tuple[Tensor, Tensor]: (B, k, T, H4, W4) logits at stride 4, and
+            the same up-sampled to the input size with ``mask_upsample``
+            (else the stride-4 ones again).
+        """
+        mask_preds = self.mask_head(query.transpose(1, 2), memory, mask,
                                     [feats[2], feats[1], feats[0]], pixels)
         fine_masks = mask_preds if self.mask_upsample is None else \
             self.mask_upsample(mask_preds, feats[0])
-        # The masks are the last layer's, so only its slots read them.
-        readouts = []
-        if self.mask_pool_proj is not None:
-            readouts.append(
-                self.mask_pool_proj(self._mask_pool(mask_preds, feats[0])))
-        if self.mask_shape_encoder is not None:
-            readouts.append(self.mask_shape_encoder(fine_masks))
-        if readouts:
-            hs = torch.cat([hs[:-1], (hs[-1] + sum(readouts))[None]])
-        cls_scores = self.cls_head(hs)
-        bbox_preds = self.reg_head(hs).sigmoid()
-        outs = dict(
-            cls_scores=cls_scores, bbox_preds=bbox_preds,
-            mask_preds=fine_masks)
-        if aux_mask_preds:
-            outs['aux_mask_preds'] = torch.stack(aux_mask_preds)
-        return outs
+        return mask_preds, fine_masks
 
     def _layer_attn_mask(self, layer_out: Tensor, pixels: Tensor,
                          token_mask: Tensor, size: Tuple[int, int],
@@ -441,12 +508,89 @@ class TTSRNHead(BaseModule):
                 dict(labels=labels, bboxes=bboxes, valid=valid, masks=masks))
         return targets
 
+    @property
+    def masks_after_matching(self) -> bool:
+        """Whether training runs the mask head only on the matched slots of
+        the last layer (``train_cfg.matched_masks_only``, default True).
+
+        Exact, since the masks of the other slots enter no loss; used only
+        where no other slot reads them: the matcher has no mask costs and
+        neither ``mask_pooling`` nor ``mask_shape_encoder`` is on.
+        """
+        return (self.train_cfg.get('matched_masks_only', True)
+                and not getattr(self.matcher, 'uses_masks', False)
+                and self.mask_pool_proj is None
+                and self.mask_shape_encoder is None)
+
     def loss(self, feats: Sequence[Tensor], pad_mask: Tensor,
              data_samples: TrackSampleList) -> Dict[str, Tensor]:
         """Forward and compute the set losses of a batch of clips."""
-        outs = self(feats, pad_mask)
         targets = self.get_targets(data_samples, pad_mask.device)
-        return self.loss_by_feat(targets=targets, **outs)
+        if not self.masks_after_matching:
+            return self.loss_by_feat(
+                targets=targets, **self(feats, pad_mask))
+        state = self._decode(feats, pad_mask)
+        hs = state.pop('hs')
+        cls_scores = self.cls_head(hs)
+        bbox_preds = self.reg_head(hs).sigmoid()
+        last_matches = self._match_last(cls_scores[-1], bbox_preds[-1], None,
+                                        targets)
+        slots, mask_slot_inds = self._matched_slots(last_matches, targets)
+        query = hs[-1].gather(
+            1, slots[..., None, None].expand(-1, -1, *hs.shape[-2:]))
+        _, mask_preds = self._masks(query, feats, **state)
+        aux = state['aux_mask_preds']
+        return self.loss_by_feat(
+            cls_scores,
+            bbox_preds,
+            mask_preds,
+            targets,
+            torch.stack(aux) if aux else None,
+            last_matches=last_matches,
+            mask_slot_inds=mask_slot_inds)
+
+    def _matched_slots(
+            self, matches: List[Tuple[Tensor, Tensor]],
+            targets: List[Dict[str, Tensor]]) -> Tuple[Tensor, Tensor]:
+        """The matched slots of each video, padded to one count k.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``slots`` (B, k) the slot indices to run
+            the mask head on (video b's matched slots first, then its slot
+            0 again as padding; k >= 1) and ``mask_slot_inds`` (B, n) the
+            position of each slot in ``slots`` (0 for unmatched slots).
+        """
+        device = matches[0][0].device
+        n = self.num_queries
+        # min(n, m) matches per video: known from the shapes, no host read.
+        k = max([1] + [min(n, len(t['labels'])) for t in targets])
+        slots = torch.stack([
+            torch.cat([p, p.new_zeros(k - len(p))]) for p, _ in matches
+        ]).to(device)
+        mask_slot_inds = torch.zeros(
+            len(matches), n, dtype=torch.long, device=device)
+        for b, (p, _) in enumerate(matches):
+            mask_slot_inds[b, p] = torch.arange(len(p), device=device)
+        return slots, mask_slot_inds
+
+    def _match_last(self, cls_scores: Tensor, bbox_preds: Tensor,
+                    mask_preds: Optional[Tensor],
+                    targets: List[Dict[str, Tensor]]) -> list:
+        """Match the last layer of each video (on its masks too where the
+        matcher has mask costs) and keep the result for
+        :class:`CollapseMonitorHook`."""
+        with_masks = getattr(self.matcher, 'uses_masks', False) and \
+            mask_preds is not None
+        matches = [
+            self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
+                               mp if with_masks else None,
+                               t['masks'] if with_masks else None)
+            for c, b, mp, t in zip(
+                cls_scores, bbox_preds,
+                mask_preds if with_masks else [None] * len(targets), targets)
+        ]
+        self.last_matches = [(p.detach(), g.detach()) for p, g in matches]
+        return matches
 
     def loss_by_feat(
             self,
@@ -454,7 +598,9 @@ class TTSRNHead(BaseModule):
             bbox_preds: Tensor,
             mask_preds: Tensor,
             targets: List[Dict[str, Tensor]],
-            aux_mask_preds: Optional[Tensor] = None) -> Dict[str, Tensor]:
+            aux_mask_preds: Optional[Tensor] = None,
+            last_matches: Optional[list] = None,
+            mask_slot_inds: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Set losses of every decoder layer; masks on the last one, and on
         the others where ``aux_mask_preds`` (L-1, B, n, T, H4, W4) are given.
 
@@ -463,6 +609,11 @@ class TTSRNHead(BaseModule):
         layer (the present gt instance-frames, their boxes and masks, the
         normaliser) is gathered once, so that the layer loop reads nothing
         back from the device but what the matcher needs.
+
+        ``last_matches`` gives the last layer's assignment when it is known
+        already; then ``mask_preds`` may hold only some slots (B, k, T, H,
+        W), and ``mask_slot_inds`` (B, n) the position of each slot's masks
+        in it (see :meth:`loss`).
         """
         gt_frames = self._gt_frames(targets)
         # float32 also under autocast (bf16 rounds a count of 257 to 256).
@@ -474,18 +625,11 @@ class TTSRNHead(BaseModule):
 
         num_layers = cls_scores.shape[0]
         last = num_layers - 1
-        # Only the last layer has masks to match on.
-        with_masks = getattr(self.matcher, 'uses_masks', False)
-        last_matches = [
-            self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
-                               mp if with_masks else None,
-                               t['masks'] if with_masks else None)
-            for c, b, mp, t in zip(cls_scores[last], bbox_preds[last],
-                                   mask_preds, targets)
-        ]
-        # Read by CollapseMonitorHook to see how stable matching is.
-        self.last_matches = [(p.detach(), g.detach())
-                             for p, g in last_matches]
+        if last_matches is None:
+            # Only the last layer has masks to match on.
+            last_matches = self._match_last(cls_scores[last],
+                                            bbox_preds[last], mask_preds,
+                                            targets)
         losses = dict()
         for layer in range(num_layers):
             if layer == last or self.share_matching:
@@ -502,10 +646,10 @@ class TTSRNHead(BaseModule):
             else:
                 layer_masks = None if aux_mask_preds is None else \
                     aux_mask_preds[layer]
-            layer_losses = self._loss_layer(cls_scores[layer],
-                                            bbox_preds[layer], layer_masks,
-                                            targets, matches, avg_factor,
-                                            gt_frames)
+            layer_losses = self._loss_layer(
+                cls_scores[layer], bbox_preds[layer], layer_masks, targets,
+                matches, avg_factor, gt_frames,
+                mask_slot_inds if layer == last else None)
             prefix = '' if layer == last else f'd{layer}.'
             losses.update(
                 {prefix + k: v
@@ -547,7 +691,9 @@ class TTSRNHead(BaseModule):
                     mask_preds: Optional[Tensor],
                     targets: List[Dict[str, Tensor]],
                     matches: List[Tuple[Tensor, Tensor]], avg_factor: Tensor,
-                    gt_frames: dict) -> Dict[str, Tensor]:
+                    gt_frames: dict,
+                    mask_slot_inds: Optional[Tensor] = None
+                    ) -> Dict[str, Tensor]:
         """Losses of one decoder layer.
 
         Args:
@@ -560,6 +706,8 @@ class TTSRNHead(BaseModule):
                 (slot, gt instance) indices.
             avg_factor (Tensor): The normaliser, a float32 scalar.
             gt_frames (dict): As :meth:`_gt_frames` returns.
+            mask_slot_inds (Tensor | None): (B, n) where each slot's masks
+                are in ``mask_preds`` when it holds only some slots.
         """
         B, n, T = cls_scores.shape[:3]
         device = cls_scores.device
@@ -630,6 +778,9 @@ class TTSRNHead(BaseModule):
                 zero = mask_preds.sum() * 0
                 losses.update(loss_mask=zero, loss_dice=zero)
                 return losses
+            if mask_slot_inds is not None:
+                video, _, frame = pred_inds
+                pred_inds = (video, mask_slot_inds[video, slots], frame)
             losses.update(
                 self._mask_losses(mask_preds[pred_inds].float(),
                                   gt_frames['masks'], weight, avg_factor))
