@@ -10,8 +10,6 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmttsrn.utils.mask_rle import encode_masks
-
 __all__ = ['VideoTracks']
 
 
@@ -19,8 +17,7 @@ class VideoTracks:
     """Scores, categories and per-frame masks of the tracks of one video.
 
     :meth:`add` takes the frames a :class:`LinkStream` hands back: their
-    masks are turned into RLE at the output size (the runs found on the
-    masks' device, so that only they reach the host), their boxes into pixels,
+    masks are turned into RLE at the output size, their boxes into pixels,
     and each track's sums for its score and category grow; the stride-4
     probabilities are then dropped. So memory holds one frame's up-sampled
     masks at a time, and per frame only the RLE and box of each track.
@@ -131,12 +128,13 @@ class VideoTracks:
                 masks = F.interpolate(
                     masks, size=(out_h, out_w), mode='bilinear',
                     align_corners=False)
-            rles = encode_masks((masks[:, 0] > mask_thr)
-                                & covered[:, f, None, None])
-            areas = mask_util.area(rles) if rles else []
+            masks = ((masks[:, 0] > mask_thr)
+                     & covered[:, f, None, None]).cpu().numpy()
+            rles = mask_util.encode(
+                np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
             self._outputs.append({
-                int(i): (rle if area else None, bboxes[j, f])
-                for j, (i, rle, area) in enumerate(zip(ids, rles, areas))
+                int(i): (rle if mask.any() else None, bboxes[j, f])
+                for j, (i, rle, mask) in enumerate(zip(ids, rles, masks))
                 if linked[j, f]
             })
 
