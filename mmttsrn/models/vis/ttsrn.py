@@ -239,7 +239,7 @@ class TTSRN(BaseMOTModel):
         stream = self.linker.stream()
         tracks = VideoTracks(self.num_classes, self.test_cfg, frames, rescale)
         for inds, inputs, pad_mask, next_start in windows:
-            clip = self._predict_clip(inputs, pad_mask)
+            clip = self._predict_clip(inputs, pad_mask, inds)
             clip['frame_inds'] = inds.to(inputs.device)
             finished = stream.push(clip, next_start)
             tracks.add(finished)
@@ -247,11 +247,29 @@ class TTSRN(BaseMOTModel):
                 progress(len(finished['frame_inds']))
         return tracks
 
-    def _predict_clip(self, inputs: Tensor, pad_mask: Tensor) -> dict:
-        """The head's predictions for one clip (1, T, C, H, W): as
-        ``TTSRNHead.predict_by_feat`` gives them, plus ``embeds`` (n, d),
-        each slot's last-layer decoder output averaged over the clip, when
-        the linker re-identifies (``reid_thr``)."""
+    def extract_clip_feat(self, inputs: Tensor, inds: Tensor) -> tuple:
+        """Backbone features of one clip (1, T, C, H, W) made of the video
+        frames ``inds`` (T,), each distinct frame computed once (a video
+        shorter than T repeats its frames)."""
+        distinct, inverse = torch.unique(inds, return_inverse=True)
+        if len(distinct) == len(inds):
+            return self.extract_feat(inputs)
+        # A position of each distinct frame in the clip (any will do).
+        where = inverse.new_empty(len(distinct)).scatter_(
+            0, inverse, torch.arange(len(inds), device=inverse.device))
+        feats = self.extract_feat(inputs[:, where.to(inputs.device)])
+        inverse = inverse.to(inputs.device)
+        if isinstance(feats, Tensor):  # a pass-through backbone (ONNX)
+            return feats[inverse]
+        return tuple(f[inverse] for f in feats)
+
+    def _predict_clip(self, inputs: Tensor, pad_mask: Tensor,
+                      inds: Tensor) -> dict:
+        """The head's predictions for one clip (1, T, C, H, W) of the
+        video frames ``inds`` (T,): as ``TTSRNHead.predict_by_feat`` gives
+        them, plus ``embeds`` (n, d), each slot's last-layer decoder output
+        averaged over the clip, when the linker re-identifies
+        (``reid_thr``)."""
         embeds: List[Tensor] = []
         cls_head = getattr(self.track_head, 'cls_head', None)
         hook = None
@@ -263,7 +281,7 @@ class TTSRN(BaseMOTModel):
                 lambda _, args: embeds.append(args[0][-1, 0]))
         try:
             clip, = self.track_head.predict(
-                self.extract_feat(inputs), pad_mask)
+                self.extract_clip_feat(inputs, inds), pad_mask)
         finally:
             if hook is not None:
                 hook.remove()

@@ -237,3 +237,28 @@ def test_post_process_keeps_best_tracks_above_threshold(model3):
     finally:
         model3.test_cfg.clear()
         model3.test_cfg.update(saved)
+
+
+def test_a_short_video_runs_each_distinct_frame_once_through_the_backbone(
+        model3, monkeypatch):
+    """A 2-frame video fills a 3-frame clip by repeating a frame: the
+    backbone sees 2 frames, and the predictions are those of the full
+    clip."""
+    model3.eval()
+    inputs, video = make_video(2)
+    batches = []
+    model3.backbone.register_forward_pre_hook(
+        lambda _, args: batches.append(len(args[0])))
+    with torch.no_grad():
+        (once, ) = model3.predict(inputs[None], [video])
+        once = [f.pred_track_instances for f in once.video_data_samples]
+        monkeypatch.setattr(model3, 'extract_clip_feat',
+                            lambda clip, inds: model3.extract_feat(clip))
+        (every, ) = model3.predict(inputs[None], [video])
+        every = [f.pred_track_instances for f in every.video_data_samples]
+    model3.backbone._forward_pre_hooks.clear()
+    assert batches == [2, 3]
+    for a, b in zip(once, every):
+        torch.testing.assert_close(a.scores, b.scores)
+        torch.testing.assert_close(a.bboxes, b.bboxes)
+        assert (a.masks == b.masks).float().mean() > 0.999

@@ -188,7 +188,7 @@ def test_a_long_video_runs_in_bounded_memory(monkeypatch):
     monkeypatch.setattr(LinkStream, 'push', spy)
     gen = torch.Generator().manual_seed(0)
 
-    def predict_clip(inputs, pad_mask):
+    def predict_clip(inputs, pad_mask, inds):
         """Random outputs of the head's shapes: the model is not what is
         tested here, and random masks make new tracks in every window."""
         n, T = model.track_head.num_queries, clip
