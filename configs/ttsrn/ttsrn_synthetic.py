@@ -70,7 +70,7 @@ model = dict(
     test_cfg=dict(drop_absent_frames=True, linker=dict(overlap=1)))
 
 # From scratch, so one learning rate for all; 35 epochs of the 120 training
-# videos `make quickstart` generates (about 8 min on 2 cores).
+# videos `make quickstart` generates (about 11.5 min on 2 cores).
 max_epochs = 35
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 # One parameter group (no per-key multipliers) lets the fused AdamW kernel
