@@ -7,6 +7,7 @@ def tiny_head_cfg(num_classes=2,
                   num_queries=2,
                   num_decoder_layers=2,
                   conv3d_channels=(4, ),
+                  pixel_embed=False,
                   **kwargs):
     """A ``TTSRNHead`` config for backbone widths (8, 16, 32, 64), d=48;
     ``kwargs`` replace top-level keys."""
@@ -28,6 +29,7 @@ def tiny_head_cfg(num_classes=2,
             num_heads=4,
             num_groups=1,
             conv3d_channels=conv3d_channels,
-            conv3d_groups=2))
+            conv3d_groups=2,
+            pixel_embed=pixel_embed))
     cfg.update(kwargs)
     return cfg

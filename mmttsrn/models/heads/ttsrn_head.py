@@ -271,7 +271,7 @@ class TTSRNHead(BaseModule):
         """
         state = self._decode(feats, pad_mask)
         hs = state.pop('hs')
-        mask_preds, fine_masks = self._masks(hs[-1], feats, **state)
+        mask_preds, fine_masks = self._masks(hs[-1], feats, state)
         # The masks are the last layer's, so only its slots read them.
         readouts = []
         if self.mask_pool_proj is not None:
@@ -342,24 +342,26 @@ class TTSRNHead(BaseModule):
             pixels=pixels,
             aux_mask_preds=aux_mask_preds)
 
-    def _masks(self, query: Tensor, feats: Sequence[Tensor], memory: Tensor,
-               mask: Tensor, pixels: Optional[Tensor],
-               **kwargs) -> Tuple[Tensor, Tensor]:
+    def _masks(self, query: Tensor, feats: Sequence[Tensor],
+               state: dict) -> Tuple[Tensor, Tensor]:
         """Mask logits of the slots whose last-layer embeddings are given
         (each slot's masks depend on its own embeddings only).
 
         Args:
             query (Tensor): (B, k, T, d) for k of the slots.
             feats (Sequence[Tensor]): The backbone features.
-            memory, mask, pixels: As :meth:`_decode` returns them.
+            state (dict): As :meth:`_decode` returns it (``memory``,
+                ``mask`` and ``pixels`` are read).
 
         Returns:
             tuple[Tensor, Tensor]: (B, k, T, H4, W4) logits at stride 4, and
             the same up-sampled to the input size with ``mask_upsample``
             (else the stride-4 ones again).
         """
-        mask_preds = self.mask_head(query.transpose(1, 2), memory, mask,
-                                    [feats[2], feats[1], feats[0]], pixels)
+        mask_preds = self.mask_head(query.transpose(1, 2), state['memory'],
+                                    state['mask'],
+                                    [feats[2], feats[1], feats[0]],
+                                    state['pixels'])
         fine_masks = mask_preds if self.mask_upsample is None else \
             self.mask_upsample(mask_preds, feats[0])
         return mask_preds, fine_masks
@@ -538,7 +540,7 @@ class TTSRNHead(BaseModule):
         slots, mask_slot_inds = self._matched_slots(last_matches, targets)
         query = hs[-1].gather(
             1, slots[..., None, None].expand(-1, -1, *hs.shape[-2:]))
-        _, mask_preds = self._masks(query, feats, **state)
+        _, mask_preds = self._masks(query, feats, state)
         aux = state['aux_mask_preds']
         return self.loss_by_feat(
             cls_scores,
@@ -569,8 +571,11 @@ class TTSRNHead(BaseModule):
         ]).to(device)
         mask_slot_inds = torch.zeros(
             len(matches), n, dtype=torch.long, device=device)
-        for b, (p, _) in enumerate(matches):
-            mask_slot_inds[b, p] = torch.arange(len(p), device=device)
+        videos = torch.cat(
+            [torch.full_like(p, b) for b, (p, _) in enumerate(matches)])
+        mask_slot_inds[videos.to(device),
+                       torch.cat([p for p, _ in matches]).to(device)] = \
+            torch.cat([torch.arange(len(p)) for p, _ in matches]).to(device)
         return slots, mask_slot_inds
 
     def _match_last(self, cls_scores: Tensor, bbox_preds: Tensor,

@@ -185,13 +185,7 @@ def test_masked_attention_supervises_every_layer_with_one_assignment():
         _head(masked_attention=True)
     head = _head(
         masked_attention=True,
-        mask_head=dict(
-            type='SequenceMaskHead',
-            num_heads=4,
-            num_groups=1,
-            conv3d_channels=(4, ),
-            conv3d_groups=2,
-            pixel_embed=True),
+        pixel_embed=True,
         train_cfg=dict(
             matcher=dict(
                 type='InstanceSequenceMatcher',

@@ -17,13 +17,7 @@ ALL_OPTIONS = dict(
     mask_shape_encoder=dict(type='MaskShapeEncoder'),
     mask_upsample=dict(type='ConvexUpsample'),
     input_proj_norm=dict(type='GN', num_groups=8),
-    mask_head=dict(
-        type='SequenceMaskHead',
-        num_heads=4,
-        num_groups=1,
-        conv3d_channels=(4, ),
-        conv3d_groups=2,
-        pixel_embed=True))
+    pixel_embed=True)
 # options: (number of state dict keys, md5 of the keys in order, sum of the
 # weights, outputs weighted by linspace(-1, 1), sum of squared outputs).
 SEED0 = {
