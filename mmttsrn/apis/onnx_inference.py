@@ -10,7 +10,7 @@ import json
 import os.path as osp
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,18 @@ from mmttsrn.models.vis.onnx_export import (CLASSES_KEY, INPUT_NAMES,
                                             OUTPUT_NAMES)
 from .inference import FrameType, inference_video, init_model
 
-__all__ = ['OnnxClipHead', 'init_onnx_model', 'inference_video_onnx']
+__all__ = [
+    'FramePassThrough', 'OnnxClipHead', 'init_onnx_model',
+    'inference_video_onnx'
+]
+
+
+class FramePassThrough(nn.Module):
+    """The backbone of a model whose ONNX file runs from frames: gives the
+    frames (N, 3, H, W) as the one level of its features, ``(frames, )``."""
+
+    def forward(self, frames: Tensor) -> Tuple[Tensor]:
+        return (frames, )
 
 
 class OnnxClipHead(TTSRNHead):
@@ -57,12 +68,13 @@ class OnnxClipHead(TTSRNHead):
         self.num_classes = num_classes
         self.session = session
 
-    def forward(self, feats: Tensor, pad_mask: Tensor) -> Dict[str, Tensor]:
+    def forward(self, feats: Sequence[Tensor],
+                pad_mask: Tensor) -> Dict[str, Tensor]:
         """Run one clip.
 
         Args:
-            feats (Tensor): The clip's frames (T, 3, H, W), as the model's
-                pass-through backbone gives them.
+            feats (Sequence[Tensor]): ``(frames, )``, the clip's frames (T,
+                3, H, W), as :class:`FramePassThrough` gives them.
             pad_mask (Tensor): (1, T, H, W) bool, True on padding.
 
         Returns:
@@ -70,20 +82,21 @@ class OnnxClipHead(TTSRNHead):
             ``cls_scores`` (1, 1, n, T, K+1), ``bbox_preds`` (1, 1, n, T, 4)
             and ``mask_preds`` (1, n, T, H/4, W/4).
         """
-        size = list(feats.shape[-2:])
+        frames, = feats
+        size = list(frames.shape[-2:])
         if size != self.input_size:
             raise ValueError(
                 f'the ONNX file takes frames padded to {self.input_size} '
                 f'(H, W) but the pipeline gives {size}; export with '
                 f'--size matching the test pipeline\'s Resize')
-        inputs = feats.reshape(*pad_mask.shape[:2], *feats.shape[1:])
+        inputs = frames.reshape(*pad_mask.shape[:2], *frames.shape[1:])
         outs = self.session.run(
             list(OUTPUT_NAMES),
             dict(
                 zip(INPUT_NAMES,
                     (inputs.float().cpu().numpy(), pad_mask.cpu().numpy()))))
         cls_scores, bbox_preds, mask_preds = (
-            torch.from_numpy(out).to(feats.device) for out in outs)
+            torch.from_numpy(out).to(frames.device) for out in outs)
         # One decoder layer: the last, which is all predict_by_feat reads.
         return dict(
             cls_scores=cls_scores[None],
@@ -138,7 +151,7 @@ def init_onnx_model(config: Union[str, Path, Config],
                       'are joined by mask IoU alone (reid_thr is not used)')
     # The file runs from frames to head outputs: extract_feat passes the
     # frames through to the head.
-    model.backbone = nn.Identity()
+    model.backbone = FramePassThrough()
     model.track_head = head
     return model
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmttsrn.apis import (inference_video, inference_video_onnx, init_model,
-                          init_onnx_model)
+from mmttsrn.apis import (FramePassThrough, inference_video,
+                          inference_video_onnx, init_model, init_onnx_model)
 from mmttsrn.models.vis.onnx_export import (compare_with_pytorch, export_onnx,
                                             replace_bool_where)
 
@@ -88,7 +88,7 @@ def test_init_onnx_model_reads_class_names_from_the_file(exported):
         classes=('a', 'b', 'c', 'd'))
     onnx_model = init_onnx_model(CONFIG, onnx_file, cfg_options=other)
     assert onnx_model.dataset_meta['classes'] == CLASSES
-    assert isinstance(onnx_model.backbone, torch.nn.Identity)
+    assert isinstance(onnx_model.backbone, FramePassThrough)
     assert onnx_model.track_head.input_size == list(SIZE)
     assert onnx_model.track_head.num_queries == model.track_head.num_queries
 
@@ -109,7 +109,7 @@ def test_frames_of_another_size_are_refused(exported):
     head = init_onnx_model(CONFIG, onnx_file, cfg_options=TINY).track_head
     with pytest.raises(ValueError, match=r'padded to \[96, 128\].*--size'):
         head(
-            torch.zeros(2, 3, 64, 64),
+            (torch.zeros(2, 3, 64, 64), ),
             torch.zeros(1, 2, 64, 64, dtype=torch.bool))
 
 

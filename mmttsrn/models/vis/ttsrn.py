@@ -259,8 +259,6 @@ class TTSRN(BaseMOTModel):
             0, inverse, torch.arange(len(inds), device=inverse.device))
         feats = self.extract_feat(inputs[:, where.to(inputs.device)])
         inverse = inverse.to(inputs.device)
-        if isinstance(feats, Tensor):  # a pass-through backbone (ONNX)
-            return feats[inverse]
         return tuple(f[inverse] for f in feats)
 
     def _predict_clip(self, inputs: Tensor, pad_mask: Tensor,
