@@ -562,20 +562,17 @@ class TTSRNHead(BaseModule):
             0 again as padding; k >= 1) and ``mask_slot_inds`` (B, n) the
             position of each slot in ``slots`` (0 for unmatched slots).
         """
-        device = matches[0][0].device
-        n = self.num_queries
         # min(n, m) matches per video: known from the shapes, no host read.
-        k = max([1] + [min(n, len(t['labels'])) for t in targets])
-        slots = torch.stack([
-            torch.cat([p, p.new_zeros(k - len(p))]) for p, _ in matches
-        ]).to(device)
-        mask_slot_inds = torch.zeros(
-            len(matches), n, dtype=torch.long, device=device)
+        k = max([1] + [min(self.num_queries, len(t['labels']))
+                       for t in targets])
+        slots = torch.stack(
+            [torch.cat([p, p.new_zeros(k - len(p))]) for p, _ in matches])
+        mask_slot_inds = slots.new_zeros(len(matches), self.num_queries)
         videos = torch.cat(
             [torch.full_like(p, b) for b, (p, _) in enumerate(matches)])
-        mask_slot_inds[videos.to(device),
-                       torch.cat([p for p, _ in matches]).to(device)] = \
-            torch.cat([torch.arange(len(p)) for p, _ in matches]).to(device)
+        mask_slot_inds[videos, torch.cat([p for p, _ in matches])] = \
+            torch.cat([torch.arange(len(p), device=p.device)
+                       for p, _ in matches])
         return slots, mask_slot_inds
 
     def _match_last(self, cls_scores: Tensor, bbox_preds: Tensor,
@@ -584,15 +581,13 @@ class TTSRNHead(BaseModule):
         """Match the last layer of each video (on its masks too where the
         matcher has mask costs) and keep the result for
         :class:`CollapseMonitorHook`."""
-        with_masks = getattr(self.matcher, 'uses_masks', False) and \
-            mask_preds is not None
+        uses_masks = getattr(self.matcher, 'uses_masks', False)
+        if mask_preds is None or not uses_masks:
+            mask_preds = [None] * len(targets)
         matches = [
-            self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'],
-                               mp if with_masks else None,
-                               t['masks'] if with_masks else None)
-            for c, b, mp, t in zip(
-                cls_scores, bbox_preds,
-                mask_preds if with_masks else [None] * len(targets), targets)
+            self.matcher.match(c, b, t['labels'], t['bboxes'], t['valid'], mp,
+                               None if mp is None else t['masks'])
+            for c, b, mp, t in zip(cls_scores, bbox_preds, mask_preds, targets)
         ]
         self.last_matches = [(p.detach(), g.detach()) for p, g in matches]
         return matches
