@@ -4,6 +4,8 @@ DATA ?= data/synthetic_vis
 WORK_DIR ?= work_dirs/ttsrn_synthetic
 QUICK_CONFIG ?= configs/ttsrn/ttsrn_synthetic.py
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`: one per core of the 2-core CI machine.
+PYTEST_WORKERS ?= 2
 
 .PHONY: install lint test test-fast quickstart clean-venv
 
@@ -17,7 +19,7 @@ lint: install
 
 # Every test, the end-to-end ones (marked `slow`) included: what CI runs.
 test: install
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The tests not marked `slow` (setup.cfg): for a quick check while editing.
 test-fast: install

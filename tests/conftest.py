@@ -1,5 +1,8 @@
 """Shared set-up: mmdet's scope and a tiny synthetic YouTube-VIS dataset."""
+import os
+
 import pytest
+import torch
 from mmdet.utils import register_all_modules
 
 import mmttsrn  # noqa: F401  (registers the components)
@@ -7,6 +10,13 @@ from mmttsrn.datasets import make_synthetic_vis
 
 # Tests build components by name the way configs do, in mmdet's scope.
 register_all_modules(init_default_scope=True)
+
+# `make test` runs one pytest-xdist worker per core: one thread each, in the
+# worker and in the processes its tests start, so that they do not
+# oversubscribe the cores.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope='session')
