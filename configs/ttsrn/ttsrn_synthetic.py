@@ -67,7 +67,11 @@ model = dict(
             share_matching=True)),
     # Instances of the synthetic videos enter late and leave early: no mask
     # where a slot's class says no-object (+3.1 AP, +7.8 AP50 measured).
-    test_cfg=dict(drop_absent_frames=True, linker=dict(overlap=1)))
+    # A track whose category is uncertain is also reported under its other
+    # categories, as Mask2Former-VIS does: +4.9 and +6.7 AP on the
+    # shape-only set, no change on the colour set (docs/results.md).
+    test_cfg=dict(
+        drop_absent_frames=True, multi_label=True, linker=dict(overlap=1)))
 
 # From scratch, so one learning rate for all; 35 epochs of the 120 training
 # videos `make quickstart` generates (about 11.5 min on 2 cores).
