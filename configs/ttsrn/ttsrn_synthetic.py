@@ -68,8 +68,8 @@ model = dict(
     # Instances of the synthetic videos enter late and leave early: no mask
     # where a slot's class says no-object (+3.1 AP, +7.8 AP50 measured).
     # A track whose category is uncertain is also reported under its other
-    # categories, as Mask2Former-VIS does: +4.9 and +6.7 AP on the
-    # shape-only set, no change on the colour set (docs/results.md).
+    # categories, as Mask2Former-VIS does: +4.1 to +5.1 AP on three
+    # shape-only checkpoints, no change on the colour set (docs/results.md).
     test_cfg=dict(
         drop_absent_frames=True, multi_label=True, linker=dict(overlap=1)))
 
