@@ -79,12 +79,19 @@ def test_outcomes_and_ious(tmp_path, capsys):
     assert [r['best_iou'] for r in rows] == sorted(r['best_iou'] for r in rows)
     assert summary['right'] == summary['class error'] == 1
     assert summary['mask error'] == 1 and summary['instances'] == 3
+    assert summary['right fraction'] == pytest.approx(1 / 3, abs=1e-4)
+    assert summary['mean_best_iou'] == pytest.approx((2 + 0.4) / 3, abs=1e-4)
 
 
 def test_the_threshold_decides_found(tmp_path):
     ann, res = _write(tmp_path, [_track(2, 0.7, [None, _rle(0, 12, 10, 20)])])
     assert vis_errors.main([ann, res, '--iou-thr', '0.35'])['right'] == 1
     assert vis_errors.main([ann, res, '--iou-thr', '0.45'])['right'] == 0
+
+
+def test_no_instances_give_zeros():
+    summary = vis_errors.summarise([], 0.5)
+    assert summary['instances'] == 0 and summary['mean_best_iou'] == 0.0
 
 
 def test_bad_inputs_are_named(tmp_path):

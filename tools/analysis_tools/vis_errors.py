@@ -141,22 +141,22 @@ def instance_errors(gt: YTVIS, tracks: Dict[int, List[dict]],
 
 
 def summarise(rows: List[dict], iou_thr: float) -> dict:
-    """Counts and fractions of the outcomes, and the mean best IoUs."""
-    n = len(rows)
-    counts = {
-        k: sum(r['outcome'] == k for r in rows)
-        for k in ('right', 'class error', 'mask error')
-    }
+    """Counts and fractions of the outcomes, and the mean best IoUs (0 for
+    no instances)."""
+
+    def mean(values):
+        return round(sum(values) / len(rows), 4) if rows else 0.0
+
+    outcomes = ('right', 'class error', 'mask error')
+    counts = {k: sum(r['outcome'] == k for r in rows) for k in outcomes}
     return dict(
-        instances=n,
+        instances=len(rows),
         iou_thr=iou_thr,
         **counts,
-        **{f'{k} fraction': round(v / n, 4) if n else 0.0
-           for k, v in counts.items()},
-        mean_best_iou=round(sum(r['best_iou'] for r in rows) / n, 4)
-        if n else 0.0,
-        mean_same_category_iou=round(
-            sum(r['same_category_iou'] for r in rows) / n, 4) if n else 0.0)
+        **{f'{k} fraction': mean(r['outcome'] == k for r in rows)
+           for k in outcomes},
+        mean_best_iou=mean(r['best_iou'] for r in rows),
+        mean_same_category_iou=mean(r['same_category_iou'] for r in rows))
 
 
 def main(argv=None) -> dict:
