@@ -122,13 +122,17 @@ class TTSRN(BaseMOTModel):
         Returns:
             list[TrackDataSample]: every frame carries
             ``pred_track_instances`` (masks, bboxes, scores, labels,
-            instances_id), as mmdet's ``YouTubeVISMetric`` reads them.
+            instances_id) on the device of ``inputs``, as mmdet's
+            ``YouTubeVISMetric`` reads them.
         """
         results = []
         for video, sample in zip(inputs, data_samples):
             frames = sample.video_data_samples
+            # The whole video is in memory already: its masks need not
+            # stream through RLE.
             tracks = self._track_video(
-                self._windows(video, frames), frames, rescale)
+                self._windows(video, frames), frames, rescale,
+                stream_rle=False)
             for t, frame in enumerate(frames):
                 frame.pred_track_instances = tracks.instances(t)
             result = TrackDataSample()
@@ -221,8 +225,8 @@ class TTSRN(BaseMOTModel):
                                                    Optional[int]]],
                      frames: List[DetDataSample],
                      rescale: bool,
-                     progress: Optional[Callable[[int], None]] = None
-                     ) -> VideoTracks:
+                     progress: Optional[Callable[[int], None]] = None,
+                     stream_rle: bool = True) -> VideoTracks:
         """Run the windows of one video and link them as they come.
 
         Args:
@@ -235,9 +239,11 @@ class TTSRN(BaseMOTModel):
             rescale (bool): Masks and boxes at the original frame size.
             progress (Callable[[int], None], optional): Called with the
                 number of frames each window finished.
+            stream_rle (bool): See :class:`VideoTracks`.
         """
         stream = self.linker.stream()
-        tracks = VideoTracks(self.num_classes, self.test_cfg, frames, rescale)
+        tracks = VideoTracks(self.num_classes, self.test_cfg, frames, rescale,
+                             stream_rle)
         for inds, inputs, pad_mask, next_start in windows:
             clip = self._predict_clip(inputs, pad_mask, inds)
             clip['frame_inds'] = inds.to(inputs.device)

@@ -1,5 +1,5 @@
 """The tracks of one video, gathered as the linker hands its frames back."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -17,10 +17,14 @@ class VideoTracks:
     """Scores, categories and per-frame masks of the tracks of one video.
 
     :meth:`add` takes the frames a :class:`LinkStream` hands back: their
-    masks are turned into RLE at the output size, their boxes into pixels,
-    and each track's sums for its score and category grow; the stride-4
-    probabilities are then dropped. So memory holds one frame's up-sampled
-    masks at a time, and per frame only the RLE and box of each track.
+    boxes are turned into pixels and each track's sums for its score and
+    category grow. With ``stream_rle`` their masks are turned into RLE at
+    the output size and the stride-4 probabilities dropped, so memory holds
+    one frame's up-sampled masks at a time, and per frame only the RLE and
+    box of each track: for long videos read lazily. Without it the stride-4
+    probabilities are kept where they are (e.g. on the GPU) and
+    :meth:`instances` up-samples only the kept tracks' masks, on that
+    device: no RLE round trip through the host, the same masks.
 
     Once every frame is in, the tracks are ranked as TT-SRN ranks them (see
     :class:`TTSRN`): one category per track, the majority vote over the
@@ -41,16 +45,26 @@ class VideoTracks:
             the video is read).
         rescale (bool): Masks and boxes at the original frame size, else at
             the network input size.
+        stream_rle (bool): Encode each frame's masks as it is added (see
+            above). Default True.
     """
 
-    def __init__(self, num_classes: int, test_cfg: dict,
-                 frames: Sequence[DetDataSample], rescale: bool) -> None:
+    def __init__(self,
+                 num_classes: int,
+                 test_cfg: dict,
+                 frames: Sequence[DetDataSample],
+                 rescale: bool,
+                 stream_rle: bool = True) -> None:
         self.num_classes = num_classes
         self.test_cfg = test_cfg
         self.frames = frames
         self.rescale = rescale
-        # Per frame: track id -> (RLE, or None when empty; x1y1x2y2 box).
-        self._outputs: List[Dict[int, Tuple[Optional[dict], np.ndarray]]] = []
+        self.stream_rle = stream_rle
+        # Per frame, with stream_rle: track id -> (RLE, or None when empty;
+        # x1y1x2y2 box); else the frame's slices of the chunk it came in.
+        self._outputs: List[Union[Dict[int, Tuple[Optional[dict],
+                                                  np.ndarray]],
+                                  Dict[str, Tensor]]] = []
         # Per track: frames it covers, and sums over them of its highest
         # class probability, category votes and class probabilities.
         self._num_covered = torch.zeros(0, dtype=torch.long)
@@ -113,23 +127,24 @@ class VideoTracks:
                                 covered[..., None]).sum(1).cpu().double()
         self._has_mask[ids] |= has_mask.cpu()
 
-        (img_h, img_w), pad, (out_h, out_w) = self._sizes()
+        _, _, (out_h, out_w) = self._sizes()
         bboxes = bbox_cxcywh_to_xyxy(chunk['bboxes']) * probs.new_tensor(
             [out_w, out_h, out_w, out_h])
+        if not self.stream_rle:
+            self._outputs.extend(
+                dict(
+                    track_ids=chunk['track_ids'],
+                    mask_probs=chunk['mask_probs'][:, f],
+                    covered=covered[:, f],
+                    linked=chunk['covered'][:, f],
+                    bboxes=bboxes[:, f].float()) for f in range(len(inds)))
+            return
         bboxes = bboxes.float().cpu().numpy()  # numpy has no bf16
         linked = chunk['covered'].cpu()
         for f in range(len(inds)):
             # One frame at a time: (m, out_h, out_w) at most.
-            masks = chunk['mask_probs'][:, f:f + 1]
-            if len(masks):
-                masks = F.interpolate(
-                    masks, size=pad, mode='bilinear',
-                    align_corners=False)[..., :img_h, :img_w]
-                masks = F.interpolate(
-                    masks, size=(out_h, out_w), mode='bilinear',
-                    align_corners=False)
-            masks = ((masks[:, 0] > mask_thr)
-                     & covered[:, f, None, None]).cpu().numpy()
+            masks = self._upsample(chunk['mask_probs'][:, f], covered[:, f])
+            masks = masks.cpu().numpy()
             rles = mask_util.encode(
                 np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
             self._outputs.append({
@@ -137,6 +152,22 @@ class VideoTracks:
                 for j, (i, rle, mask) in enumerate(zip(ids, rles, masks))
                 if linked[j, f]
             })
+
+    def _upsample(self, mask_probs: Tensor, covered: Tensor) -> Tensor:
+        """Masks (m, h4, w4) of one frame -> (m, out_h, out_w) bool at the
+        output size, empty where ``covered`` (m,) is False."""
+        (img_h, img_w), pad, out = self._sizes()
+        masks = mask_probs[:, None]
+        if len(masks):
+            masks = F.interpolate(
+                masks, size=pad, mode='bilinear',
+                align_corners=False)[..., :img_h, :img_w]
+            masks = F.interpolate(
+                masks, size=out, mode='bilinear', align_corners=False)
+        else:
+            masks = masks.new_zeros(0, 1, *out)
+        masks = masks[:, 0] > self.test_cfg['mask_thr']
+        return masks & covered[:, None, None]
 
     def _grow(self, num_tracks: int) -> None:
         extra = num_tracks - self.num_tracks
@@ -180,7 +211,8 @@ class VideoTracks:
         return self._kept
 
     def instances(self, t: int, encode: bool = False) -> InstanceData:
-        """The kept instances in frame ``t``, on the CPU.
+        """The kept instances in frame ``t``: on the CPU with ``stream_rle``,
+        else on the device of the added masks.
 
         Args:
             t (int): Frame index.
@@ -194,6 +226,8 @@ class VideoTracks:
             where the linker did not predict it).
         """
         kept = self.kept
+        if not self.stream_rle:
+            return self._instances_from_probs(t, kept, encode)
         outputs = self._outputs[t]
         _, _, (out_h, out_w) = self._sizes()
         empty = (None, np.zeros(4, np.float32))
@@ -219,6 +253,44 @@ class VideoTracks:
             scores=kept['scores'],
             labels=kept['labels'],
             instances_id=kept['instances_id'])
+
+    def _instances_from_probs(self, t: int, kept: Dict[str, Tensor],
+                              encode: bool) -> InstanceData:
+        """:meth:`instances` without ``stream_rle``: each kept track's mask
+        up-sampled once (with ``multi_label`` a track may be kept under
+        several categories)."""
+        frame = self._outputs[t]
+        ids = frame['track_ids']
+        device = frame['bboxes'].device
+        tracks, inverse = kept['tracks'].unique(return_inverse=True)
+        _, _, out = self._sizes()
+        if len(ids) and len(tracks):
+            # Where each kept track is in this frame's chunk, -1 if absent.
+            where = ids.new_full((self.num_tracks, ), -1)
+            where[ids] = torch.arange(len(ids), device=ids.device)
+            where = where[tracks.to(ids.device)]
+            found = where >= 0
+            where = where.clamp(min=0)
+            masks = self._upsample(frame['mask_probs'][where],
+                                   frame['covered'][where] & found)
+            linked = frame['linked'][where] & found
+            bboxes = frame['bboxes'][where] * linked[:, None]
+        else:
+            masks = torch.zeros(
+                len(tracks), *out, dtype=torch.bool, device=device)
+            bboxes = torch.zeros(len(tracks), 4, device=device)
+        inverse = inverse.to(device)
+        masks, bboxes = masks[inverse], bboxes[inverse]
+        if encode:
+            masks = mask_util.encode(
+                np.asfortranarray(
+                    masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8)))
+        return InstanceData(
+            masks=masks,
+            bboxes=bboxes,
+            scores=kept['scores'].to(device),
+            labels=kept['labels'].to(device),
+            instances_id=kept['instances_id'].to(device))
 
     def _empty_rle(self) -> dict:
         if self._empty is None:

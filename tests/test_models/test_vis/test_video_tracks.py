@@ -1,0 +1,86 @@
+"""VideoTracks keeping stride-4 probabilities against streaming RLE."""
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from mmdet.structures import DetDataSample
+
+from mmttsrn.models.vis.video_tracks import VideoTracks
+
+K = 3
+
+
+def _frames(num_frames):
+    # img_shape != padded shape != ori_shape: crop, then rescale.
+    return [
+        DetDataSample(
+            metainfo=dict(
+                img_shape=(28, 40),
+                batch_input_shape=(32, 48),
+                ori_shape=(57, 81))) for _ in range(num_frames)
+    ]
+
+
+def _chunks(gen):
+    """Chunks as a LinkStream hands them back: tracks that start late,
+    end early, skip frames, and a frame without any track."""
+    specs = [([0, 1, 2], 2), ([1, 2, 3, 4], 3), ([], 1), ([4, 6], 2)]
+    start = 0
+    for ids, num in specs:
+        m = len(ids)
+        covered = torch.rand(m, num, generator=gen) > 0.2
+        yield dict(
+            frame_inds=torch.arange(start, start + num),
+            track_ids=torch.tensor(ids, dtype=torch.long),
+            cls_probs=torch.rand(m, num, K, generator=gen) / 1.5,
+            bboxes=torch.rand(m, num, 4, generator=gen),
+            mask_probs=torch.rand(m, num, 8, 12, generator=gen),
+            covered=covered)
+        start += num
+
+
+@pytest.mark.parametrize('test_cfg', [
+    dict(),
+    dict(multi_label=True),
+    dict(drop_absent_frames=True, score_thr=0.2),
+])
+@pytest.mark.parametrize('rescale', [True, False])
+def test_masks_from_kept_probabilities_equal_the_streamed_rle(
+        test_cfg, rescale):
+    cfg = {**dict(mask_thr=0.5, score_thr=0.0, max_per_video=10), **test_cfg}
+    frames = _frames(8)
+    tracks = {
+        stream: VideoTracks(K, cfg, frames, rescale, stream_rle=stream)
+        for stream in (True, False)
+    }
+    for stream, video in tracks.items():
+        for chunk in _chunks(torch.Generator().manual_seed(0)):
+            video.add(chunk)
+    streamed, kept = tracks[True], tracks[False]
+    assert len(kept) == 8 and len(kept.kept['tracks']) > 3
+    out = (57, 81) if rescale else (28, 40)
+    for t in range(8):
+        a, b = streamed.instances(t), kept.instances(t)
+        assert b.masks.shape == (len(b), *out)
+        assert torch.equal(a.masks, b.masks), t
+        assert torch.equal(a.bboxes, b.bboxes), t
+        for key in ('scores', 'labels', 'instances_id'):
+            assert torch.equal(a[key], b[key]), (t, key)
+        rles = kept.instances(t, encode=True).masks
+        assert [mask_util.decode(r).tolist() for r in rles] == [
+            m.numpy().astype(np.uint8).tolist() for m in a.masks
+        ]
+    # The frame without tracks: kept instances, all empty, zero boxes.
+    empty = kept.instances(5)
+    assert len(empty) and not empty.masks.any() and not empty.bboxes.any()
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_masks_stay_on_the_device_of_the_probabilities():
+    cfg = dict(mask_thr=0.5, score_thr=0.0, max_per_video=10)
+    video = VideoTracks(K, cfg, _frames(8), True, stream_rle=False)
+    for chunk in _chunks(torch.Generator().manual_seed(0)):
+        video.add({k: v.cuda() for k, v in chunk.items()})
+    pred = video.instances(0)
+    assert pred.masks.is_cuda and pred.bboxes.is_cuda and pred.scores.is_cuda
