@@ -73,6 +73,7 @@ class VideoTracks:
         self._prob_sum = torch.zeros(0, num_classes, dtype=torch.float64)
         self._has_mask = torch.zeros(0, dtype=torch.bool)
         self._kept: Optional[Dict[str, Tensor]] = None
+        self._kept_on_device: Optional[Dict[str, Tensor]] = None
         self._empty: Optional[dict] = None
 
     def __len__(self) -> int:
@@ -107,7 +108,7 @@ class VideoTracks:
                              'frames added before')
         if not inds:
             return
-        self._kept = None
+        self._kept = self._kept_on_device = None
         ids = chunk['track_ids'].cpu()
         self._grow(int(ids.max()) + 1 if len(ids) else 0)
         covered = chunk['covered']
@@ -262,13 +263,14 @@ class VideoTracks:
         frame = self._outputs[t]
         ids = frame['track_ids']
         device = frame['bboxes'].device
-        tracks, inverse = kept['tracks'].unique(return_inverse=True)
+        kept = self._kept_on(kept, device)
+        tracks, inverse = kept['distinct'], kept['inverse']
         _, _, out = self._sizes()
         if len(ids) and len(tracks):
             # Where each kept track is in this frame's chunk, -1 if absent.
             where = ids.new_full((self.num_tracks, ), -1)
             where[ids] = torch.arange(len(ids), device=ids.device)
-            where = where[tracks.to(ids.device)]
+            where = where[tracks]
             found = where >= 0
             where = where.clamp(min=0)
             masks = self._upsample(frame['mask_probs'][where],
@@ -279,7 +281,6 @@ class VideoTracks:
             masks = torch.zeros(
                 len(tracks), *out, dtype=torch.bool, device=device)
             bboxes = torch.zeros(len(tracks), 4, device=device)
-        inverse = inverse.to(device)
         masks, bboxes = masks[inverse], bboxes[inverse]
         if encode:
             masks = mask_util.encode(
@@ -288,9 +289,24 @@ class VideoTracks:
         return InstanceData(
             masks=masks,
             bboxes=bboxes,
-            scores=kept['scores'].to(device),
-            labels=kept['labels'].to(device),
-            instances_id=kept['instances_id'].to(device))
+            scores=kept['scores'],
+            labels=kept['labels'],
+            instances_id=kept['instances_id'])
+
+    def _kept_on(self, kept: Dict[str, Tensor],
+                 device: torch.device) -> Dict[str, Tensor]:
+        """``kept`` on ``device``, with its ``distinct`` tracks and the
+        ``inverse`` that gives each kept instance its track among them:
+        copied once, not once per frame (each host-to-device copy waits
+        for the device)."""
+        if self._kept_on_device is None:
+            distinct, inverse = kept['tracks'].unique(return_inverse=True)
+            self._kept_on_device = {
+                key: value.to(device)
+                for key, value in dict(
+                    kept, distinct=distinct, inverse=inverse).items()
+            }
+        return self._kept_on_device
 
     def _empty_rle(self) -> dict:
         if self._empty is None:
