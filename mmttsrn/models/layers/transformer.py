@@ -16,6 +16,8 @@ from mmdet.utils import ConfigType
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .dropout_attention import dropout_attention
+
 __all__ = [
     'FusedMultiheadAttention', 'ClipTransformerEncoderLayer',
     'ClipTransformerDecoderLayer', 'ClipTransformerEncoder',
@@ -25,6 +27,12 @@ __all__ = [
 
 def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
+
+
+def _is_traced() -> bool:
+    """Whether a graph is being compiled, exported or traced."""
+    return torch.compiler.is_compiling() or \
+        torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
@@ -37,9 +45,7 @@ def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
     value back from the device, once per encoder or decoder call. A graph
     being compiled or exported keeps the mask: it must hold for every input.
     """
-    if mask is None or torch.compiler.is_compiling() or \
-            torch.compiler.is_exporting() or torch.jit.is_tracing() or \
-            mask.any():
+    if mask is None or _is_traced() or mask.any():
         return mask
     return None
 
@@ -56,8 +62,9 @@ class FusedMultiheadAttention(nn.Module):
     Args:
         embed_dims (int): Model width d.
         num_heads (int): Number of heads; must divide ``embed_dims``.
-        dropout (float): Dropout on attention weights, training only.
-            Defaults to 0.0.
+        dropout (float): Dropout on attention weights, training only; on
+            the CPU through :func:`dropout_attention` (SDPA has no fused
+            CPU kernel with dropout). Defaults to 0.0.
     """
 
     def __init__(self,
@@ -123,12 +130,12 @@ class FusedMultiheadAttention(nn.Module):
         # SDPA's boolean mask means True = attend; (B, 1, L or 1, S)
         # broadcasts over heads (and queries).
         keep = None if ignore is None else ~ignore[:, None]
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=keep,
-            dropout_p=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        if 0 < dropout < 1 and q.device.type == 'cpu' and not _is_traced():
+            out = dropout_attention(q, k, v, keep, dropout)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=keep, dropout_p=dropout)
         batch_size, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(batch_size, length, -1)
         return self.out_proj(out)
