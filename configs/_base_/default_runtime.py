@@ -12,7 +12,10 @@ default_hooks = dict(
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'))
+    dist_cfg=dict(backend='nccl'),
+    # Without a GPU, glibc malloc keeps freed memory for reuse instead of
+    # page-faulting it back (mmttsrn.engine.keep_freed_memory).
+    keep_freed_memory=True)
 
 vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(

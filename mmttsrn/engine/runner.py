@@ -1,4 +1,5 @@
-"""mmengine's Runner, with DataLoader workers that end with their parent."""
+"""mmengine's Runner, with DataLoader workers that end with their parent
+and, on CPU, a malloc that reuses freed memory."""
 import ctypes
 import os
 import signal
@@ -6,9 +7,13 @@ import sys
 from functools import partial
 from typing import Callable, Optional
 
+import torch
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
+
+from .malloc import keep_freed_memory
 
 __all__ = ['TTSRNRunner', 'die_with_parent']
 
@@ -46,7 +51,24 @@ def die_with_parent(dataloader: DataLoader) -> DataLoader:
 class TTSRNRunner(Runner):
     """:class:`mmengine.runner.Runner` whose DataLoaders use
     :func:`die_with_parent`; the tools use it unless a config sets
-    ``runner_type``."""
+    ``runner_type``.
+
+    Without a GPU it also calls :func:`keep_freed_memory` (before any
+    DataLoader worker is forked), unless ``env_cfg`` has
+    ``keep_freed_memory=False``.
+    """
+
+    def setup_env(self, env_cfg: dict) -> None:
+        super().setup_env(env_cfg)
+        keep = env_cfg.get('keep_freed_memory', True)
+        if not isinstance(keep, bool):
+            raise TypeError('env_cfg.keep_freed_memory must be True or '
+                            f'False, got {keep!r}')
+        if keep and not torch.cuda.is_available() and keep_freed_memory():
+            print_log(
+                'CPU run: malloc keeps freed memory for reuse (fewer page '
+                'faults; env_cfg.keep_freed_memory=False turns it off)',
+                logger='current')
 
     @staticmethod
     def build_dataloader(dataloader, seed=None, diff_rank_seed=False):

@@ -85,6 +85,20 @@ def test_predict_compare_same_config(capsys):
         records[0]['frames_per_second'] / records[1]['frames_per_second'])
 
 
+def test_keep_freed_memory_is_asked_for_and_recorded(capsys, monkeypatch):
+    # Recorded, not applied: the test process keeps its allocator.
+    calls = []
+    monkeypatch.setattr(benchmark, 'keep_freed_memory',
+                        lambda: calls.append(1) or True)
+    (record, ) = _run(capsys, '--keep-freed-memory')
+    assert calls and record['keep_freed_memory'] is True
+    (record, ) = _run(capsys)
+    assert len(calls) == 1 and record['keep_freed_memory'] is False
+    monkeypatch.setattr(benchmark, 'keep_freed_memory', lambda: False)
+    with pytest.raises(RuntimeError, match='glibc'):
+        _run(capsys, '--keep-freed-memory')
+
+
 def test_train_mode_updates_weights():
     args = benchmark.parse_args([CONFIG, *TINY, '--train', '--num-gts', '2'])
     device = torch.device('cpu')

@@ -47,6 +47,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
+from mmttsrn.engine import keep_freed_memory
 from mmttsrn.utils import sync_num_frames
 
 DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
@@ -113,6 +114,12 @@ def parse_args(argv=None):
         metavar='N',
         help='after timing, profile one more run of each model with '
         'torch.profiler and print its N most expensive ops to stderr')
+    parser.add_argument(
+        '--keep-freed-memory',
+        action='store_true',
+        help='let glibc malloc reuse freed memory for both models, as '
+        'tools/train.py and tools/test.py do without a GPU (fewer page '
+        'faults, higher resident memory)')
     parser.add_argument(
         '--seed', type=int, default=0, help='seed of weights and data')
     parser.add_argument(
@@ -458,6 +465,7 @@ def summary(bench: Bench, args, device: torch.device, meter: MemoryMeter,
         warmup=args.warmup,
         repeats=args.repeats,
         threads=torch.get_num_threads(),
+        keep_freed_memory=args.keep_freed_memory,
         torch=torch.__version__,
         load_average=list(load_avg))
 
@@ -467,6 +475,8 @@ def main(argv=None) -> List[dict]:
     device = torch.device(args.device)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise RuntimeError(f'--device {args.device}: CUDA is not available')
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise RuntimeError('--keep-freed-memory needs glibc (Linux)')
     benches = [make_bench(args.config, args.cfg_options, args, device)]
     if args.compare:
         benches.append(

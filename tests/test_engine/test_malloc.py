@@ -1,0 +1,91 @@
+"""keep_freed_memory: a freed large tensor's memory is reused, and
+TTSRNRunner turns it on for CPU runs unless env_cfg says otherwise."""
+import json
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModel
+
+import mmttsrn.engine.runner as runner_module
+from mmttsrn.engine import TTSRNRunner
+
+glibc_only = pytest.mark.skipif(
+    platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
+    reason='mallopt is glibc')
+
+# Page faults of a 64 MiB tensor made after two like it were freed (glibc
+# settles on reusing the block from the second one on); in a fresh process,
+# so that the test process's allocator is not changed.
+FAULTS = '''
+import json, resource, sys
+import torch
+from mmttsrn.engine import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == 'keep' else None
+for _ in range(2):
+    torch.ones(16 * 2**20)  # 64 MiB, freed at once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(16 * 2**20)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps(dict(kept=kept, faults=faults)))
+'''
+
+
+def _faults(mode):
+    out = subprocess.run([sys.executable, '-c',
+                          textwrap.dedent(FAULTS), mode],
+                         capture_output=True,
+                         text=True,
+                         check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+@glibc_only
+def test_freed_memory_is_reused_without_page_faults():
+    default = _faults('default')
+    kept = _faults('keep')
+    assert kept['kept'] is True
+    # 64 MiB is 16384 pages of 4 KiB: by default each is faulted in again.
+    assert default['faults'] > 8000
+    assert kept['faults'] < 1000
+
+
+class _Toy(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.linear(inputs)
+
+
+def _runner(tmp_path, **env_cfg):
+    return TTSRNRunner(
+        model=_Toy(), work_dir=str(tmp_path), env_cfg=env_cfg)
+
+
+@pytest.mark.parametrize('cuda,env_cfg,called', [
+    (False, {}, True),
+    (False, dict(keep_freed_memory=True), True),
+    (False, dict(keep_freed_memory=False), False),
+    (True, {}, False),
+])
+def test_runner_keeps_freed_memory_on_cpu_only(tmp_path, monkeypatch, cuda,
+                                               env_cfg, called):
+    calls = []
+    monkeypatch.setattr(runner_module, 'keep_freed_memory',
+                        lambda: calls.append(1) or True)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    _runner(tmp_path, **env_cfg)
+    assert bool(calls) == called
+
+
+def test_runner_rejects_a_non_bool_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_module, 'keep_freed_memory', lambda: True)
+    with pytest.raises(TypeError, match='keep_freed_memory'):
+        _runner(tmp_path, keep_freed_memory='yes')
