@@ -7,7 +7,7 @@ takes ``dropout_p``: it falls back to a composite that writes the
 clip (S = T * h * w tokens) that was most of a training step's attention
 time. Here only the dropped positions are drawn (geometric gaps between
 them: p * B * heads * L * S draws instead of B * heads * L * S) and one copy
-of the weights is kept for the backward pass.
+of the weights is kept for the backward pass, dropped in place.
 
 The result has the distribution of the composite's (each weight dropped
 independently with probability p, the kept ones scaled by 1 / (1 - p)); the
@@ -55,14 +55,13 @@ def dropped_positions(numel: int, p: float,
 
 def _gaps(count: int, p: float,
           generator: Optional[torch.Generator]) -> Tensor:
-    return torch.empty(count, dtype=torch.int64).geometric_(
-        p, generator=generator)
-
-
-def _zero_at(x: Tensor, positions: Tensor) -> Tensor:
-    """``x`` (contiguous) with its flat ``positions`` set to 0, in place."""
-    x.view(-1).index_fill_(0, positions, 0)
-    return x
+    """``count`` Geometric(p) draws on {1, 2, ...}, by inversion of float64
+    uniforms: torch's ``geometric_`` takes one scalar log per draw, 3x
+    longer."""
+    uniform = torch.empty(count, dtype=torch.float64).uniform_(
+        generator=generator)
+    # 1 - U is in (0, 1], so the log is finite.
+    return torch.log1p(-uniform).div_(math.log1p(-p)).floor_().long() + 1
 
 
 class _DropoutAttention(torch.autograd.Function):
@@ -78,37 +77,43 @@ class _DropoutAttention(torch.autograd.Function):
         if keep is not None:
             weights = weights.masked_fill_(~keep, float('-inf'))
         weights = weights.softmax(-1)
+        # Drop in place; the few dropped weights are kept aside for the
+        # softmax's backward pass instead of a copy of all weights.
         dropped = dropped_positions(weights.numel(), p).to(weights.device)
+        dropped_weights = weights.view(-1)[dropped]
+        kept = weights.view(-1).index_fill_(0, dropped, 0).view_as(weights)
         # Scaling the values instead of the weights saves a pass over the
         # (B, heads, L, S) weights.
         value = value / (1 - p)
-        ctx.save_for_backward(query, key, value, weights, dropped)
+        ctx.save_for_backward(query, key, value, kept, dropped,
+                              dropped_weights)
         ctx.scale, ctx.p = scale, p
-        return torch.matmul(_zero_at(weights.clone(), dropped), value)
+        return torch.matmul(kept, value)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, grad_out: Tensor):
-        query, key, value, weights, dropped = ctx.saved_tensors
+        query, key, value, kept, dropped, dropped_weights = ctx.saved_tensors
         need_query, need_key, need_value = ctx.needs_input_grad[:3]
         grad_query = grad_key = grad_value = None
         if need_value:
-            kept = _zero_at(weights.clone(), dropped)
             grad_value = torch.matmul(kept.transpose(-2, -1), grad_out)
             grad_value = grad_value / (1 - ctx.p)
-            del kept
         if need_query or need_key:
-            # Gradient of the softmax output: dropped weights get none;
-            # then softmax's backward, dS = P * (dP - sum(dP * P)).
-            grad_weights = _zero_at(
-                torch.matmul(grad_out, value.transpose(-2, -1)), dropped)
-            grad_weights = grad_weights.mul_(weights)
-            grad_scores = grad_weights.addcmul_(
-                weights, grad_weights.sum(-1, keepdim=True), value=-1)
+            # dP: dropped weights get no gradient. Softmax's backward is
+            # dS = P * (dP - sum(dP * P)); P equals the kept weights except
+            # where dropped, and there dP = 0, so dS = -P * sum(dP * P).
+            grad = torch.matmul(grad_out, value.transpose(-2, -1))
+            grad.view(-1).index_fill_(0, dropped, 0)
+            grad = grad.mul_(kept)
+            row_sums = grad.sum(-1, keepdim=True)
+            grad = grad.addcmul_(kept, row_sums, value=-1)
+            rows = torch.div(dropped, kept.shape[-1], rounding_mode='floor')
+            grad.view(-1)[dropped] = -dropped_weights * row_sums.view(-1)[rows]
             if need_query:
-                grad_query = torch.matmul(grad_scores, key) * ctx.scale
+                grad_query = torch.matmul(grad, key) * ctx.scale
             if need_key:
-                grad_key = torch.matmul(grad_scores.transpose(-2, -1), query)
+                grad_key = torch.matmul(grad.transpose(-2, -1), query)
         return grad_query, grad_key, grad_value, None, None
 
 

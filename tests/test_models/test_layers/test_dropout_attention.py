@@ -20,6 +20,10 @@ def test_dropped_positions_are_a_bernoulli_process():
     # The count is Binomial(numel, p): within 5 standard deviations.
     sd = math.sqrt(numel * p * (1 - p))
     assert abs(len(positions) - numel * p) < 5 * sd
+    # Gaps are Geometric(p): a gap of 1 (two dropped in a row) has
+    # probability p.
+    adjacent = float((positions.diff() == 1).double().mean())
+    assert abs(adjacent - p) < 5 * math.sqrt(p * (1 - p) / len(positions))
     # Spread evenly: each tenth of the range holds about a tenth.
     counts = torch.bincount(positions * 10 // numel, minlength=10)
     assert (counts - numel * p / 10).abs().max() < 5 * math.sqrt(
