@@ -83,9 +83,10 @@ model = dict(
 max_epochs = 35
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 # One parameter group (no per-key multipliers) lets the fused AdamW kernel
-# update all weights at once: 5 ms instead of 20 ms per step here.
+# (the base schedule's fused=True) update all weights at once: 5 ms instead
+# of 20 ms per step here.
 optim_wrapper = dict(
-    optimizer=dict(lr=5e-4, fused=True), paramwise_cfg=dict(_delete_=True))
+    optimizer=dict(lr=5e-4), paramwise_cfg=dict(_delete_=True))
 param_scheduler = [
     dict(
         type='MultiStepLR',
