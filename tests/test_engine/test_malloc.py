@@ -65,8 +65,13 @@ class _Toy(BaseModel):
 
 
 def _runner(tmp_path, **env_cfg):
+    # mmdet's scope, as the configs: a runner makes its scope the current
+    # one, and later tests in this process build mmdet-registered modules.
     return TTSRNRunner(
-        model=_Toy(), work_dir=str(tmp_path), env_cfg=env_cfg)
+        model=_Toy(),
+        work_dir=str(tmp_path),
+        env_cfg=env_cfg,
+        default_scope='mmdet')
 
 
 @pytest.mark.parametrize('cuda,env_cfg,called', [
