@@ -248,6 +248,12 @@ class VideoTracks:
                 decoded = mask_util.decode([rles[j] for j in present])
                 masks[present] = torch.from_numpy(decoded).permute(2, 0,
                                                                    1).bool()
+        return self._frame_instances(masks, bboxes, kept)
+
+    @staticmethod
+    def _frame_instances(masks, bboxes: Tensor,
+                         kept: Dict[str, Tensor]) -> InstanceData:
+        """One frame's kept instances; ``masks`` are (k, H, W) or RLEs."""
         return InstanceData(
             masks=masks,
             bboxes=bboxes,
@@ -286,12 +292,7 @@ class VideoTracks:
             masks = mask_util.encode(
                 np.asfortranarray(
                     masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8)))
-        return InstanceData(
-            masks=masks,
-            bboxes=bboxes,
-            scores=kept['scores'],
-            labels=kept['labels'],
-            instances_id=kept['instances_id'])
+        return self._frame_instances(masks, bboxes, kept)
 
     def _kept_on(self, kept: Dict[str, Tensor],
                  device: torch.device) -> Dict[str, Tensor]:
