@@ -5,12 +5,12 @@ mapping of its own and unmaps it on ``free``. A CPU training step of a video
 model allocates and frees hundreds of such tensors (the activations of T
 frames, the (heads, L, S) attention weights of a clip), so the kernel maps,
 zeroes and faults in fresh pages for each of them: at T = 8 frames of
-300x540 that was a third of TT-SRN's step time and half of Mask2Former-VIS's
-(``docs/benchmark.md``). With mmap off and a high trim threshold, freed
-blocks stay in the heap and are reused. The price is resident memory: the
-heap does not shrink after a peak and can fragment (peak RSS up to ~1.7x on
-a long-clip inference run), which is why it is for CPU runs and can be
-turned off (``env_cfg = dict(keep_freed_memory=False)``).
+300x540 that was a fifth to a third of TT-SRN's step time and over 40% of
+Mask2Former-VIS's (``docs/benchmark.md``). With mmap off and a high trim
+threshold, freed blocks stay in the heap and are reused. The price is
+resident memory: the heap does not shrink after a peak and can fragment
+(peak RSS ~1.8x on a 36-frame inference run), which is why it is for CPU
+runs and can be turned off (``env_cfg = dict(keep_freed_memory=False)``).
 """
 import ctypes
 import platform

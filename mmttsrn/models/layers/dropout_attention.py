@@ -79,7 +79,7 @@ class _DropoutAttention(torch.autograd.Function):
         weights = weights.softmax(-1)
         # Drop in place; the few dropped weights are kept aside for the
         # softmax's backward pass instead of a copy of all weights.
-        dropped = dropped_positions(weights.numel(), p).to(weights.device)
+        dropped = dropped_positions(weights.numel(), p)
         dropped_weights = weights.view(-1)[dropped]
         kept = weights.view(-1).index_fill_(0, dropped, 0).view_as(weights)
         # Scaling the values instead of the weights saves a pass over the
