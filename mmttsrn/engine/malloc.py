@@ -8,9 +8,10 @@ zeroes and faults in fresh pages for each of them: at T = 8 frames of
 300x540 that was a fifth to a third of TT-SRN's step time and over 40% of
 Mask2Former-VIS's (``docs/benchmark.md``). With mmap off and a high trim
 threshold, freed blocks stay in the heap and are reused. The price is
-resident memory: the heap does not shrink after a peak and can fragment
-(peak RSS ~1.8x on a 36-frame inference run), which is why it is for CPU
-runs and can be turned off (``env_cfg = dict(keep_freed_memory=False)``).
+resident memory: the heap does not shrink after a peak and fragments (peak
+RSS ~1.8x on a 36-frame inference run, 2.2x on a 36-frame training step),
+which is why the tools do it only when asked
+(``env_cfg = dict(keep_freed_memory=True)``, CPU runs).
 """
 import ctypes
 import platform
