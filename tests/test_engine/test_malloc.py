@@ -18,19 +18,19 @@ glibc_only = pytest.mark.skipif(
     platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc',
     reason='mallopt is glibc')
 
-# Page faults of a 64 MiB tensor made after two like it were freed (glibc
-# settles on reusing the block from the second one on); in a fresh process,
-# so that the test process's allocator is not changed.
+# Page faults of each of eight 64 MiB tensors, made and freed one after the
+# other; in a fresh process, so that the test process's allocator is not
+# changed.
 FAULTS = '''
 import json, resource, sys
 import torch
 from mmttsrn.engine import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == 'keep' else None
-for _ in range(2):
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(16 * 2**20)  # 64 MiB, freed at once
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-torch.ones(16 * 2**20)
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(json.dumps(dict(kept=kept, faults=faults)))
 '''
 
@@ -46,12 +46,14 @@ def _faults(mode):
 
 @glibc_only
 def test_freed_memory_is_reused_without_page_faults():
-    default = _faults('default')
+    default = _faults('default')['faults']
     kept = _faults('keep')
     assert kept['kept'] is True
-    # 64 MiB is 16384 pages of 4 KiB: by default each is faulted in again.
-    assert default['faults'] > 8000
-    assert kept['faults'] < 1000
+    # 64 MiB is 16384 pages of 4 KiB: by default every tensor faults them in.
+    assert min(default) > 8000
+    # Kept: the heap grows for the first one or two (small Python objects
+    # may take the start of a freed block), then the blocks are reused.
+    assert max(kept['faults'][4:]) < 1000
 
 
 class _Toy(BaseModel):
