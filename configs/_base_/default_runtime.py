@@ -15,7 +15,7 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
     # True: without a GPU, glibc malloc keeps freed memory for reuse instead
     # of page-faulting it back (mmttsrn.engine.keep_freed_memory): CPU
-    # training 1.2-1.4x faster at T=8, but the heap keeps its peak (T=36:
+    # training up to 1.4x faster at T=8, but the heap keeps its peak (T=36:
     # 12.4 instead of 5.7 GiB).
     keep_freed_memory=False)
 

@@ -23,8 +23,7 @@ from torch import Tensor
 __all__ = ['dropped_positions', 'dropout_attention']
 
 
-def dropped_positions(numel: int, p: float,
-                      generator: Optional[torch.Generator] = None) -> Tensor:
+def dropped_positions(numel: int, p: float) -> Tensor:
     """Indices where ``numel`` independent Bernoulli(p) trials succeed.
 
     The gaps between successes are geometric, so drawing them gives the
@@ -32,10 +31,9 @@ def dropped_positions(numel: int, p: float,
 
     Args:
         numel (int): Number of trials.
-        p (float): Success probability, 0 < p < 1.
-        generator (torch.Generator, optional): CPU generator; defaults to
-            torch's global one (``torch.manual_seed`` and activation
-            checkpointing's RNG restore apply).
+        p (float): Success probability, 0 < p < 1. Drawn from torch's
+            global CPU generator, so ``torch.manual_seed`` and activation
+            checkpointing's RNG restore apply.
 
     Returns:
         Tensor: Sorted flat indices in [0, numel), shape (K,), int64.
@@ -46,20 +44,18 @@ def dropped_positions(numel: int, p: float,
     # Six standard deviations above the expected count: one draw of gaps
     # nearly always covers all trials; the loop tops up when it does not.
     count = int(mean + 6 * math.sqrt(mean * (1 - p))) + 16
-    positions = _gaps(count, p, generator).cumsum(0) - 1
+    positions = _gaps(count, p).cumsum(0) - 1
     while positions[-1] < numel:
-        more = _gaps(count, p, generator).cumsum(0) + positions[-1]
+        more = _gaps(count, p).cumsum(0) + positions[-1]
         positions = torch.cat([positions, more])
     return positions[:int(torch.searchsorted(positions, numel))]
 
 
-def _gaps(count: int, p: float,
-          generator: Optional[torch.Generator]) -> Tensor:
+def _gaps(count: int, p: float) -> Tensor:
     """``count`` Geometric(p) draws on {1, 2, ...}, by inversion of float64
     uniforms: torch's ``geometric_`` takes one scalar log per draw, 3x
     longer."""
-    uniform = torch.empty(count, dtype=torch.float64).uniform_(
-        generator=generator)
+    uniform = torch.empty(count, dtype=torch.float64).uniform_()
     # 1 - U is in (0, 1], so the log is finite.
     return torch.log1p(-uniform).div_(math.log1p(-p)).floor_().long() + 1
 
