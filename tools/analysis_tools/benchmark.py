@@ -118,8 +118,9 @@ def parse_args(argv=None):
         '--keep-freed-memory',
         action='store_true',
         help='let glibc malloc reuse freed memory for both models, as '
-        'tools/train.py and tools/test.py do without a GPU (fewer page '
-        'faults, higher resident memory)')
+        'tools/train.py and tools/test.py do on a CPU with '
+        'env_cfg.keep_freed_memory=True (fewer page faults, higher '
+        'resident memory)')
     parser.add_argument(
         '--seed', type=int, default=0, help='seed of weights and data')
     parser.add_argument(
