@@ -22,75 +22,9 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from ..layers.init_cfg import pretrained_cfg
+from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
 
-__all__ = ['SequenceMaskHead', 'deform_conv2d_by_sampling']
-
-
-def deform_conv2d_by_sampling(x: Tensor,
-                              offset: Tensor,
-                              weight: Tensor,
-                              bias: Optional[Tensor] = None,
-                              padding: int = 1,
-                              dilation: int = 1) -> Tensor:
-    """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
-    modulation mask) written with ``F.grid_sample``.
-
-    The kernel is applied before sampling: bilinear sampling is linear and the
-    same for every channel, so sampling ``W_k @ x`` at kernel tap k's shifted
-    positions and summing over k gives the deformable conv, while sampling
-    ``C_out`` instead of ``C_in`` channels. Zero padding outside the image and
-    the bilinear weights are torchvision's. torchvision's CPU kernel runs its
-    bilinear im2col in one thread; ``grid_sample`` and the matmuls use all
-    cores.
-
-    Args:
-        x (Tensor): Input (N, C_in, H, W).
-        offset (Tensor): (N, 2*kh*kw, H, W), (dy, dx) per kernel tap in
-            row-major tap order, as torchvision.
-        weight (Tensor): (C_out, C_in, kh, kw).
-        bias (Tensor, optional): (C_out,).
-        padding (int): Zero padding of both sides. Defaults to 1.
-        dilation (int): Kernel dilation. Defaults to 1.
-
-    Returns:
-        Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
-    """
-    N, C, H, W = x.shape
-    out_channels, _, kh, kw = weight.shape
-    out_h = H + 2 * padding - dilation * (kh - 1)
-    out_w = W + 2 * padding - dilation * (kw - 1)
-    if offset.shape != (N, 2 * kh * kw, out_h, out_w):
-        raise ValueError(f'offset must have shape ({N}, {2 * kh * kw}, '
-                         f'{out_h}, {out_w}), got {tuple(offset.shape)}')
-    # Sample positions in float32, also under autocast: (N, k, 2, h, w).
-    offset = offset.float().reshape(N, kh * kw, 2, out_h, out_w)
-    ys = torch.arange(out_h, device=x.device, dtype=torch.float32)[:, None]
-    xs = torch.arange(out_w, device=x.device, dtype=torch.float32)
-    # Channels-last pixels (N*H*W, C_in) times one (C_in, C_out) matrix per
-    # tap: one large matmul per tap (free of copies for channels-last x).
-    kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
-    pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
-    out = None
-    # A loop over the kh*kw taps (not over data) keeps one tap's samples in
-    # memory at a time.
-    for k in range(kh * kw):
-        tap_y = k // kw * dilation - padding
-        tap_x = k % kw * dilation - padding
-        # Pixel -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
-        grid_x = (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1
-        grid_y = (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
-        grid = torch.stack([grid_x, grid_y], -1)
-        projected = (pixels @ kernels[k]).view(N, H, W, out_channels)
-        sampled = F.grid_sample(
-            projected.permute(0, 3, 1, 2).float(),
-            grid,
-            mode='bilinear',
-            padding_mode='zeros',
-            align_corners=False)
-        out = sampled if out is None else out.add_(sampled)
-    if bias is not None:
-        out = out + bias.float()[:, None, None]
-    return out.to(x.dtype)
+__all__ = ['SequenceMaskHead']
 
 
 def _check_groups(channels: Sequence[int], groups: int, name: str) -> None:

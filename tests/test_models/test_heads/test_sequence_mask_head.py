@@ -2,10 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmdet.registry import MODELS
-from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.heads import SequenceMaskHead
-from mmttsrn.models.heads.sequence_mask_head import deform_conv2d_by_sampling
 
 D, HEADS, FPN = 48, 4, (16, 8, 4)
 # Stride 32, 16, 8, 4 sizes of an odd-sized frame.
@@ -207,43 +205,6 @@ def test_forward_equals_unfused_composition(mem_hw, fpn_hw):
         # (offset gradients subtract neighbouring pixels, so they lose most).
         scale = grads[1][name].abs().max()
         assert (grad - grads[1][name]).abs().max() <= 1e-3 * scale, name
-
-
-@pytest.mark.parametrize('dilation', [1, 2])
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_deform_conv_by_sampling_matches_torchvision(dilation, channels_last):
-    torch.manual_seed(0)
-    x = torch.randn(3, 6, 7, 11)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    # Offsets of several pixels reach past every border.
-    offset = 3 * torch.randn(3, 18, 7, 11)
-    weight = torch.randn(5, 6, 3, 3)
-    bias = torch.randn(5)
-    args = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
-    refs = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
-    out = deform_conv2d_by_sampling(*args, padding=dilation, dilation=dilation)
-    expected = deform_conv2d(
-        refs[0],
-        refs[1],
-        refs[2],
-        refs[3],
-        padding=dilation,
-        dilation=dilation)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    target = torch.randn_like(expected)
-    (out * target).sum().backward()
-    (expected * target).sum().backward()
-    for name, arg, ref in zip(('x', 'offset', 'weight', 'bias'), args, refs):
-        torch.testing.assert_close(
-            arg.grad, ref.grad, rtol=1e-4, atol=1e-4, msg=name)
-
-
-def test_deform_conv_by_sampling_checks_offset_shape():
-    x = torch.randn(2, 4, 5, 5)
-    with pytest.raises(ValueError, match='offset must have shape'):
-        deform_conv2d_by_sampling(x, torch.zeros(2, 9, 5, 5),
-                                  torch.randn(3, 4, 3, 3))
 
 
 # The state dict keys and, for seed 0, the initial weights and one output of

@@ -1,0 +1,222 @@
+"""Deformable convolution written with ``grid_sample`` (the CPU path of the
+mask head's deformable conv).
+
+``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no modulation
+mask) as a sum over kernel taps: bilinear sampling is linear and the same for
+every channel, so sampling ``W_k @ x`` at tap k's shifted positions and
+summing over k gives the deformable conv, while sampling ``C_out`` instead of
+``C_in`` channels. torchvision's CPU kernel runs its bilinear im2col in one
+thread; ``grid_sample`` and the matmuls use all cores.
+
+At video sizes much of these ops' CPU time goes to faulting in fresh memory
+(glibc maps every block above 32 MiB on its own and unmaps it on ``free``),
+so both paths allocate as little as they can. Without autograd one
+projection buffer serves every tap. With autograd a hand-written backward
+accumulates the input gradient of all taps in one buffer, where autograd's
+own backward allocates one per tap and adds them up.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ['deform_conv2d_by_sampling']
+
+
+def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
+              padding: int, dilation: int) -> Tensor:
+    """``grid_sample`` coordinates (N, h, w, 2) of kernel tap k.
+
+    Args:
+        offset (Tensor): (N, taps, 2, h, w), (dy, dx) per tap; the grid takes
+            its dtype.
+        k (int): Tap index, row-major over the (kh, kw) kernel.
+        kw (int): Kernel width.
+        in_size (tuple[int, int]): Input (H, W).
+        padding (int): Zero padding of both sides.
+        dilation (int): Kernel dilation.
+    """
+    H, W = in_size
+    h, w = offset.shape[-2:]
+    ys = torch.arange(h, device=offset.device, dtype=offset.dtype)[:, None]
+    xs = torch.arange(w, device=offset.device, dtype=offset.dtype)
+    tap_y = k // kw * dilation - padding
+    tap_x = k % kw * dilation - padding
+    # Pixel -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
+    grid_x = (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1
+    grid_y = (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
+    return torch.stack([grid_x, grid_y], -1)
+
+
+def _sample(projected: Tensor, grid: Tensor) -> Tensor:
+    """Bilinear samples (N, C, h, w) of channels-last rows ``projected``
+    (N, H, W, C) at ``grid``, zero outside."""
+    return F.grid_sample(
+        projected.permute(0, 3, 1, 2),
+        grid,
+        mode='bilinear',
+        padding_mode='zeros',
+        align_corners=False)
+
+
+def _is_traced() -> bool:
+    """Whether the ops are being recorded into a graph (jit, ONNX export,
+    ``torch.compile``)."""
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling())
+
+
+class _SampledDeformConv2d(torch.autograd.Function):
+    """Float32/float64 deformable conv without bias, with a backward that
+    accumulates the gradients of every tap in place.
+
+    The forward keeps each tap's projection (N*H*W, C_out), as autograd
+    would for ``grid_sample``; the backward turns each tap's sampling
+    gradient into the input and weight gradients with ``addmm_``/``mm`` into
+    preallocated buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, offset: Tensor, weight: Tensor, padding: int,
+                dilation: int) -> Tensor:
+        N, C, H, W = x.shape
+        out_channels, _, kh, kw = weight.shape
+        h, w = offset.shape[-2:]
+        offset = offset.reshape(N, kh * kw, 2, h, w).to(x.dtype)
+        kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
+        projections = []
+        out = None
+        for k in range(kh * kw):
+            projections.append(pixels @ kernels[k])
+            sampled = _sample(projections[k].view(N, H, W, out_channels),
+                              _tap_grid(offset, k, kw, (H, W), padding,
+                                        dilation))
+            out = sampled if out is None else out.add_(sampled)
+        ctx.save_for_backward(pixels, kernels, offset, *projections)
+        ctx.sizes = (N, C, H, W, kw)
+        ctx.padding, ctx.dilation = padding, dilation
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        pixels, kernels, offset, *projections = ctx.saved_tensors
+        N, C, H, W, kw = ctx.sizes
+        taps, _, out_channels = kernels.shape
+        need_x, need_offset, need_weight = ctx.needs_input_grad[:3]
+        grad_pixels = torch.empty_like(pixels) if need_x else None
+        grad_kernels = torch.empty_like(kernels) if need_weight else None
+        grad_offset = torch.empty_like(offset) if need_offset else None
+        # One tap's (N*H*W, C_out) gradient at a time, in channels-last rows.
+        grad_proj = torch.empty_like(projections[0])
+        for k in range(taps):
+            grid = _tap_grid(offset, k, kw, (H, W), ctx.padding, ctx.dilation)
+            projected = projections[k].view(N, H, W,
+                                            out_channels).permute(0, 3, 1, 2)
+            grad_sampled, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+                grad_out, projected, grid, 0, 0, False,
+                [need_x or need_weight, need_offset])
+            if need_offset:
+                # d grid / d offset is 2/W for x and 2/H for y.
+                grad_offset[:, k, 0] = grad_grid[..., 1] * (2 / H)
+                grad_offset[:, k, 1] = grad_grid[..., 0] * (2 / W)
+            if not (need_x or need_weight):
+                continue
+            grad_proj.view(N, H, W, out_channels).copy_(
+                grad_sampled.permute(0, 2, 3, 1))
+            if need_x:
+                if k == 0:
+                    torch.mm(grad_proj, kernels[k].t(), out=grad_pixels)
+                else:
+                    grad_pixels.addmm_(grad_proj, kernels[k].t())
+            if need_weight:
+                torch.mm(pixels.t(), grad_proj, out=grad_kernels[k])
+        grad_x = grad_weight = None
+        if need_x:
+            grad_x = grad_pixels.view(N, H, W, C).permute(0, 3, 1, 2)
+        if need_weight:
+            kh = taps // kw
+            grad_weight = grad_kernels.view(kh, kw, C,
+                                            out_channels).permute(3, 2, 0, 1)
+        if need_offset:
+            grad_offset = grad_offset.flatten(1, 2)
+        return grad_x, grad_offset, grad_weight, None, None
+
+
+def _deform_conv2d_composite(x: Tensor, offset: Tensor, weight: Tensor,
+                           padding: int, dilation: int) -> Tensor:
+    """The tap sum with autograd's own ops, sampled in float32 (also under
+    autocast); without autograd one projection buffer serves every tap."""
+    N, C, H, W = x.shape
+    out_channels, _, kh, kw = weight.shape
+    h, w = offset.shape[-2:]
+    offset = offset.float().reshape(N, kh * kw, 2, h, w)
+    kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
+    # Channels-last pixels (N*H*W, C_in) times one (C_in, C_out) matrix per
+    # tap: one large matmul per tap (free of copies for channels-last x).
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
+    reuse = not (_is_traced() or torch.is_grad_enabled()
+                 or torch.is_autocast_enabled(x.device.type))
+    buffer = pixels.new_empty(pixels.shape[0], out_channels) if reuse else None
+    out = None
+    # A loop over the kh*kw taps (not over data) keeps one tap's samples in
+    # memory at a time.
+    for k in range(kh * kw):
+        if buffer is None:
+            projected = pixels @ kernels[k]
+        else:
+            projected = torch.mm(pixels, kernels[k], out=buffer)
+        sampled = _sample(
+            projected.view(N, H, W, out_channels).float(),
+            _tap_grid(offset, k, kw, (H, W), padding, dilation))
+        out = sampled if out is None else out.add_(sampled)
+    return out
+
+
+def deform_conv2d_by_sampling(x: Tensor,
+                              offset: Tensor,
+                              weight: Tensor,
+                              bias: Optional[Tensor] = None,
+                              padding: int = 1,
+                              dilation: int = 1) -> Tensor:
+    """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
+    modulation mask) written with ``F.grid_sample``.
+
+    Zero padding outside the image and the bilinear weights are
+    torchvision's. Training in float32 or float64 (autograd on, no autocast,
+    no graph capture) runs :class:`_SampledDeformConv2d`; everything else
+    runs the same tap sum with autograd's own ops.
+
+    Args:
+        x (Tensor): Input (N, C_in, H, W); channels-last saves a copy.
+        offset (Tensor): (N, 2*kh*kw, H', W'), (dy, dx) per kernel tap in
+            row-major tap order, as torchvision.
+        weight (Tensor): (C_out, C_in, kh, kw).
+        bias (Tensor, optional): (C_out,).
+        padding (int): Zero padding of both sides. Defaults to 1.
+        dilation (int): Kernel dilation. Defaults to 1.
+
+    Returns:
+        Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
+    """
+    N, _, H, W = x.shape
+    _, _, kh, kw = weight.shape
+    out_h = H + 2 * padding - dilation * (kh - 1)
+    out_w = W + 2 * padding - dilation * (kw - 1)
+    if offset.shape != (N, 2 * kh * kw, out_h, out_w):
+        raise ValueError(f'offset must have shape ({N}, {2 * kh * kw}, '
+                         f'{out_h}, {out_w}), got {tuple(offset.shape)}')
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (x, offset, weight))
+    if (needs_grad and not _is_traced()
+            and not torch.is_autocast_enabled(x.device.type)
+            and x.dtype in (torch.float32, torch.float64)):
+        out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation)
+    else:
+        out = _deform_conv2d_composite(x, offset, weight, padding, dilation)
+    if bias is not None:
+        out = out + bias.to(out.dtype)[:, None, None]
+    return out.to(x.dtype)

@@ -1,0 +1,120 @@
+import pytest
+import torch
+from torchvision.ops import deform_conv2d
+
+from mmttsrn.models.layers import deform_conv2d_by_sampling
+from mmttsrn.models.layers.sampled_deform_conv import (
+    _deform_conv2d_composite, _SampledDeformConv2d)
+
+
+def _args(channels_last=False, dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(3, 6, 7, 11, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    # Offsets of several pixels reach past every border.
+    offset = 3 * torch.randn(3, 18, 7, 11, dtype=dtype)
+    weight = torch.randn(5, 6, 3, 3, dtype=dtype)
+    bias = torch.randn(5, dtype=dtype)
+    return x, offset, weight, bias
+
+
+def _grads(fn, args, target):
+    args = [t.clone().requires_grad_() for t in args]
+    out = fn(*args)
+    (out * target).sum().backward()
+    return out, [t.grad for t in args]
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_matches_torchvision(dilation, channels_last):
+    """Values and gradients of the training path (autograd Function) and
+    values of the inference path equal torchvision's deformable conv."""
+    args = _args(channels_last)
+    expected = deform_conv2d(*args, padding=dilation, dilation=dilation)
+    target = torch.randn_like(expected)
+    ours = _grads(
+        lambda *a: deform_conv2d_by_sampling(
+            *a, padding=dilation, dilation=dilation), args, target)
+    ref = _grads(
+        lambda *a: deform_conv2d(*a, padding=dilation, dilation=dilation),
+        args, target)
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+    for name, grad, ref_grad in zip(('x', 'offset', 'weight', 'bias'),
+                                    ours[1], ref[1]):
+        torch.testing.assert_close(
+            grad, ref_grad, rtol=1e-4, atol=1e-4, msg=name)
+    with torch.no_grad():
+        out = deform_conv2d_by_sampling(
+            *args, padding=dilation, dilation=dilation)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_function_equals_autograd_of_the_tap_sum():
+    """The hand-written backward gives autograd's gradients of the same tap
+    sum, to float32 rounding, also when only some inputs need gradients."""
+    x, offset, weight, _ = _args(channels_last=True)
+    target = torch.randn(3, 5, 7, 11)
+    for needs in [(True, True, True), (False, True, False),
+                  (False, False, True), (True, False, False)]:
+        grads = []
+        for fn in (lambda *a: _SampledDeformConv2d.apply(*a, 1, 1),
+                   lambda *a: _deform_conv2d_composite(*a, 1, 1)):
+            args = [
+                t.clone().requires_grad_(need)
+                for t, need in zip((x, offset, weight), needs)
+            ]
+            out = fn(*args)
+            (out * target).sum().backward()
+            grads.append([t.grad for t in args])
+        for grad, ref in zip(*grads):
+            if ref is None:
+                assert grad is None
+            else:
+                torch.testing.assert_close(grad, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gradcheck_float64():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    offset = (2 * torch.randn(2, 18, 5, 6, dtype=torch.float64))
+    # Away from integer positions, where bilinear sampling has kinks.
+    offset = (offset.round() + 0.3).requires_grad_()
+    weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: deform_conv2d_by_sampling(*a, padding=2, dilation=2),
+        (x, offset, weight))
+
+
+def test_backward_twice_with_retained_graph():
+    args = [t.requires_grad_() for t in _args()[:3]]
+    out = deform_conv2d_by_sampling(*args)
+    first = torch.autograd.grad(out.square().sum(), args, retain_graph=True)
+    second = torch.autograd.grad(out.square().sum(), args)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_paths():
+    """The Function runs only where autograd needs it in float32/64 without
+    autocast; the tap sum with autograd's ops elsewhere."""
+    x, offset, weight, _ = _args()
+    weight.requires_grad_()
+    assert deform_conv2d_by_sampling(x, offset, weight).grad_fn.name() == \
+        '_SampledDeformConv2dBackward'
+    with torch.no_grad():
+        assert deform_conv2d_by_sampling(x, offset, weight).grad_fn is None
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = deform_conv2d_by_sampling(x, offset, weight)
+    assert out.dtype == torch.float32
+    assert out.grad_fn.name() != '_SampledDeformConv2dBackward'
+    out.sum().backward()
+    assert weight.grad is not None
+
+
+def test_checks_offset_shape():
+    x = torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match='offset must have shape'):
+        deform_conv2d_by_sampling(x, torch.zeros(2, 9, 5, 5),
+                                  torch.randn(3, 4, 3, 3))
