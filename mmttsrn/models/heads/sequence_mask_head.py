@@ -27,6 +27,18 @@ from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
 __all__ = ['SequenceMaskHead']
 
 
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """Memory format of the 2-D stack on x's device.
+
+    On the CPU, oneDNN's convs and GroupNorm run on channels-last tensors
+    without reordering them, and the sampled deformable conv takes its pixel
+    rows from them without a copy; GPU kernels keep the default format.
+    """
+    if x.device.type == 'cpu':
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _check_groups(channels: Sequence[int], groups: int, name: str) -> None:
     """Raise if ``groups`` GroupNorm groups do not divide every width."""
     bad = [c for c in channels if c % groups]
@@ -307,32 +319,42 @@ class SequenceMaskHead(BaseModule):
         conv = block.conv
         w_mem, w_attn = conv.weight.split([self.embed_dims, self.num_heads],
                                           dim=1)
+        fmt = _memory_format(memory)
         x = F.conv2d(
-            memory.flatten(0, 1), w_mem, conv.bias, conv.stride, conv.padding,
-            conv.dilation)
+            memory.flatten(0, 1).contiguous(memory_format=fmt), w_mem,
+            conv.bias, conv.stride, conv.padding, conv.dilation)
         x_attn = F.conv2d(
-            attn.flatten(0, 2), w_attn, None, conv.stride, conv.padding,
-            conv.dilation)
+            attn.flatten(0, 2).contiguous(memory_format=fmt), w_attn, None,
+            conv.stride, conv.padding, conv.dilation)
         x = (x_attn.unflatten(0, attn.shape[:3]) +
              x.unflatten(0, attn.shape[:2])[:, :, None]).flatten(0, 2)
         return block.activate(block.norm(x))
 
     @staticmethod
-    def _add_fpn(x: Tensor, feat: Tensor, num_inst: int) -> Tensor:
+    def _add_fpn(x: Tensor, feat: Tensor, num_inst: int,
+                 channels_last: bool) -> Tensor:
         """Upsample x (B*T*n, C, h, w) to feat (B*T, C, H, W) (nearest) and
         add feat to each of the frame's n instances (broadcast, no copies of
-        feat)."""
+        feat). With ``channels_last`` the result has that memory format."""
         N, C, h, w = x.shape
         H, W = feat.shape[-2:]
         if (H, W) == (2 * h, 2 * w):
             # Nearest 2x upsampling repeats every pixel twice per axis;
             # expanding does it in one copy (F.interpolate takes ~2x longer
-            # on CPU).
-            x = x[:, :, :, None, :, None].expand(N, C, h, 2, w, 2)
-            # A copy also when h = w = 1 (reshape would give a view).
-            x = x.contiguous().view(N, C, H, W)
+            # on CPU). The copy is made also when h = w = 1 (reshape would
+            # give a view).
+            if channels_last:
+                x = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(
+                    N, h, 2, w, 2, C).contiguous().view(N, H, W,
+                                                        C).permute(0, 3, 1, 2)
+            else:
+                x = x[:, :, :, None, :, None].expand(
+                    N, C, h, 2, w, 2).contiguous().view(N, C, H, W)
         else:
-            x = F.interpolate(x, size=(H, W), mode='nearest')
+            fmt = torch.channels_last if channels_last else \
+                torch.contiguous_format
+            x = F.interpolate(
+                x, size=(H, W), mode='nearest').contiguous(memory_format=fmt)
         # In place: x is a fresh tensor and neither the upsampling nor the
         # expand keeps it for the backward pass.
         return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(0, 1)
@@ -362,15 +384,15 @@ class SequenceMaskHead(BaseModule):
         self._check_inputs(query, memory, memory_mask, fpn_feats)
         B, T, n, d = query.shape
         attn = self.attention_maps(query, memory, memory_mask)
+        fmt = _memory_format(memory)
+        channels_last = fmt == torch.channels_last
         x = self.stem[1](self._stem_conv(memory, attn))
         for i, (feat, adapter) in enumerate(zip(fpn_feats, self.adapters)):
-            x = self._add_fpn(x, adapter(feat), n)
+            feat = adapter(feat.contiguous(memory_format=fmt))
+            x = self._add_fpn(x, feat, n, channels_last)
             if i < len(self.fpn_convs):
                 x = self.fpn_convs[i](x)
         if x.device.type == 'cpu':
-            # Channels-last makes the 1x1 offset conv fast and gives the
-            # sampled deformable conv its pixel rows without a copy.
-            x = x.contiguous(memory_format=torch.channels_last)
             offset = self.offset_conv(x)
             deform = self.deform_conv
             x = deform_conv2d_by_sampling(x, offset, deform.weight,
