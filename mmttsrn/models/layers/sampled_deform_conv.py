@@ -15,7 +15,7 @@ projection buffer serves every tap. With autograd a hand-written backward
 accumulates the input gradient of all taps in one buffer, where autograd's
 own backward allocates one per tap and adds them up.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -68,51 +68,105 @@ def _is_traced() -> bool:
             or torch.compiler.is_compiling())
 
 
-class _SampledDeformConv2d(torch.autograd.Function):
-    """Float32/float64 deformable conv without bias, with a backward that
-    accumulates the gradients of every tap in place.
+def _rows(x: Tensor) -> Tensor:
+    """Channels-last pixel rows (N*H*W, C) of x (N, C, H, W); a view for
+    channels-last x."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
-    The forward keeps each tap's projection (N*H*W, C_out), as autograd
-    would for ``grid_sample``; the backward turns each tap's sampling
-    gradient into the input and weight gradients with ``addmm_``/``mm`` into
-    preallocated buffers.
+
+def _tap_kernels(weight: Tensor) -> Tensor:
+    """One (C_in, C_out) matrix per tap: (kh*kw, C_in, C_out)."""
+    out_channels, in_channels, kh, kw = weight.shape
+    return weight.permute(2, 3, 1, 0).reshape(kh * kw, in_channels,
+                                              out_channels)
+
+
+def _tap_sum(x: Tensor,
+             offset: Tensor,
+             weight: Tensor,
+             padding: int,
+             dilation: int,
+             dtype: torch.dtype,
+             projections: Optional[List[Tensor]] = None) -> Tensor:
+    """Sum over taps of the samples of ``W_k @ x`` at tap k's positions.
+
+    One (N*H*W, C_in) @ (C_in, C_out) matmul per tap, then ``grid_sample``
+    in ``dtype``. A loop over the kh*kw taps (not over data) keeps one tap's
+    samples in memory at a time.
+
+    Args:
+        x, offset, weight, padding, dilation: As
+            :func:`deform_conv2d_by_sampling`.
+        dtype (torch.dtype): Dtype of the sample positions and sampling.
+        projections (list, optional): Receives each tap's (N*H*W, C_out)
+            projection. Without it, and where neither autograd nor a graph
+            records the ops, one buffer serves every tap.
+
+    Returns:
+        Tensor: (N, C_out, H', W') in ``dtype``.
+    """
+    N, _, H, W = x.shape
+    out_channels, _, kh, kw = weight.shape
+    offset = offset.to(dtype).reshape(N, kh * kw, 2, *offset.shape[-2:])
+    kernels = _tap_kernels(weight)
+    pixels = _rows(x)
+    buffer = None
+    if projections is None and not (
+            _is_traced() or torch.is_grad_enabled()
+            or torch.is_autocast_enabled(x.device.type)):
+        buffer = pixels.new_empty(pixels.shape[0], out_channels)
+    out = None
+    for k in range(kh * kw):
+        if buffer is None:
+            projected = pixels @ kernels[k]
+        else:
+            projected = torch.mm(pixels, kernels[k], out=buffer)
+        if projections is not None:
+            projections.append(projected)
+        sampled = _sample(
+            projected.view(N, H, W, out_channels).to(dtype),
+            _tap_grid(offset, k, kw, (H, W), padding, dilation))
+        out = sampled if out is None else out.add_(sampled)
+    return out
+
+
+class _SampledDeformConv2d(torch.autograd.Function):
+    """:func:`_tap_sum` in x's dtype (float32/float64) without bias, with a
+    backward that accumulates the gradients of every tap in place.
+
+    The forward keeps each tap's projection, as autograd would for
+    ``grid_sample``; the backward turns each tap's sampling gradient into
+    the input and weight gradients with ``addmm_``/``mm`` into preallocated
+    buffers.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, offset: Tensor, weight: Tensor, padding: int,
                 dilation: int) -> Tensor:
-        N, C, H, W = x.shape
-        out_channels, _, kh, kw = weight.shape
-        h, w = offset.shape[-2:]
-        offset = offset.reshape(N, kh * kw, 2, h, w).to(x.dtype)
-        kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
-        pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
         projections = []
-        out = None
-        for k in range(kh * kw):
-            projections.append(pixels @ kernels[k])
-            sampled = _sample(projections[k].view(N, H, W, out_channels),
-                              _tap_grid(offset, k, kw, (H, W), padding,
-                                        dilation))
-            out = sampled if out is None else out.add_(sampled)
-        ctx.save_for_backward(pixels, kernels, offset, *projections)
-        ctx.sizes = (N, C, H, W, kw)
+        out = _tap_sum(x, offset, weight, padding, dilation, x.dtype,
+                       projections)
+        ctx.save_for_backward(x, offset, weight, *projections)
         ctx.padding, ctx.dilation = padding, dilation
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
-        pixels, kernels, offset, *projections = ctx.saved_tensors
-        N, C, H, W, kw = ctx.sizes
-        taps, _, out_channels = kernels.shape
+        x, offset, weight, *projections = ctx.saved_tensors
+        N, C, H, W = x.shape
+        out_channels, _, kh, kw = weight.shape
+        h, w = offset.shape[-2:]
+        offset = offset.to(x.dtype).reshape(N, kh * kw, 2, h, w)
+        pixels = _rows(x)
+        kernels = _tap_kernels(weight)
         need_x, need_offset, need_weight = ctx.needs_input_grad[:3]
         grad_pixels = torch.empty_like(pixels) if need_x else None
         grad_kernels = torch.empty_like(kernels) if need_weight else None
         grad_offset = torch.empty_like(offset) if need_offset else None
         # One tap's (N*H*W, C_out) gradient at a time, in channels-last rows.
         grad_proj = torch.empty_like(projections[0])
-        for k in range(taps):
+        for k in range(kh * kw):
             grid = _tap_grid(offset, k, kw, (H, W), ctx.padding, ctx.dilation)
             projected = projections[k].view(N, H, W,
                                             out_channels).permute(0, 3, 1, 2)
@@ -138,42 +192,11 @@ class _SampledDeformConv2d(torch.autograd.Function):
         if need_x:
             grad_x = grad_pixels.view(N, H, W, C).permute(0, 3, 1, 2)
         if need_weight:
-            kh = taps // kw
             grad_weight = grad_kernels.view(kh, kw, C,
                                             out_channels).permute(3, 2, 0, 1)
         if need_offset:
             grad_offset = grad_offset.flatten(1, 2)
         return grad_x, grad_offset, grad_weight, None, None
-
-
-def _deform_conv2d_composite(x: Tensor, offset: Tensor, weight: Tensor,
-                           padding: int, dilation: int) -> Tensor:
-    """The tap sum with autograd's own ops, sampled in float32 (also under
-    autocast); without autograd one projection buffer serves every tap."""
-    N, C, H, W = x.shape
-    out_channels, _, kh, kw = weight.shape
-    h, w = offset.shape[-2:]
-    offset = offset.float().reshape(N, kh * kw, 2, h, w)
-    kernels = weight.permute(2, 3, 1, 0).reshape(kh * kw, C, out_channels)
-    # Channels-last pixels (N*H*W, C_in) times one (C_in, C_out) matrix per
-    # tap: one large matmul per tap (free of copies for channels-last x).
-    pixels = x.permute(0, 2, 3, 1).reshape(-1, C)
-    reuse = not (_is_traced() or torch.is_grad_enabled()
-                 or torch.is_autocast_enabled(x.device.type))
-    buffer = pixels.new_empty(pixels.shape[0], out_channels) if reuse else None
-    out = None
-    # A loop over the kh*kw taps (not over data) keeps one tap's samples in
-    # memory at a time.
-    for k in range(kh * kw):
-        if buffer is None:
-            projected = pixels @ kernels[k]
-        else:
-            projected = torch.mm(pixels, kernels[k], out=buffer)
-        sampled = _sample(
-            projected.view(N, H, W, out_channels).float(),
-            _tap_grid(offset, k, kw, (H, W), padding, dilation))
-        out = sampled if out is None else out.add_(sampled)
-    return out
 
 
 def deform_conv2d_by_sampling(x: Tensor,
@@ -216,7 +239,8 @@ def deform_conv2d_by_sampling(x: Tensor,
             and x.dtype in (torch.float32, torch.float64)):
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation)
     else:
-        out = _deform_conv2d_composite(x, offset, weight, padding, dilation)
+        # Autograd's own ops; sampled in float32, also under autocast.
+        out = _tap_sum(x, offset, weight, padding, dilation, torch.float32)
     if bias is not None:
         out = out + bias.to(out.dtype)[:, None, None]
     return out.to(x.dtype)

@@ -3,8 +3,8 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.layers import deform_conv2d_by_sampling
-from mmttsrn.models.layers.sampled_deform_conv import (
-    _deform_conv2d_composite, _SampledDeformConv2d)
+from mmttsrn.models.layers.sampled_deform_conv import (_SampledDeformConv2d,
+                                                       _tap_sum)
 
 
 def _args(channels_last=False, dtype=torch.float32, seed=0):
@@ -60,7 +60,7 @@ def test_function_equals_autograd_of_the_tap_sum():
                   (False, False, True), (True, False, False)]:
         grads = []
         for fn in (lambda *a: _SampledDeformConv2d.apply(*a, 1, 1),
-                   lambda *a: _deform_conv2d_composite(*a, 1, 1)):
+                   lambda *a: _tap_sum(*a, 1, 1, torch.float32)):
             args = [
                 t.clone().requires_grad_(need)
                 for t, need in zip((x, offset, weight), needs)
