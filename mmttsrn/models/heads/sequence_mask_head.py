@@ -5,10 +5,11 @@ attention maps and the memory go through an FPN-style conv stack ending in a
 deformable conv. Each instance's T frame features are then stacked into a
 volume and refined by 3-D convs into one mask logit per pixel per frame.
 
-The stack runs on T*n instance-frames, so two exact rewrites keep it cheap:
-the first conv's memory part is computed once per frame (a conv is linear in
-its input channels) and, on CPU, the deformable conv is evaluated with
-``grid_sample`` (see :func:`deform_conv2d_by_sampling`).
+The stack runs on T*n instance-frames, so exact rewrites keep it cheap: the
+first conv's memory part is computed once per frame (a conv is linear in its
+input channels) and, on CPU, the 2-D stack runs on channels-last tensors and
+the deformable conv is evaluated with ``grid_sample`` (see
+:func:`deform_conv2d_by_sampling`).
 """
 from typing import List, Optional, Sequence
 
