@@ -404,15 +404,13 @@ class SequenceMaskHead(BaseModule):
         x = self.act(self.deform_norm(x))
         # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
         C, H, W = x.shape[1:]
+        x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
         if x.device.type == 'cpu':
             # Channels-last volumes (memory order B*n, T, H4, W4, C), made
-            # in the one copy the regrouping needs anyway: oneDNN's 3-D
-            # convs run about 1.8x faster on them, backward included.
-            x = x.view(B, T, n, C, H, W).permute(0, 2, 1, 4, 5, 3).reshape(
-                B * n, T, H, W, C).permute(0, 4, 1, 2, 3)
-        else:
-            x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4,
-                                                 5).flatten(0, 1)
+            # in one copy: oneDNN's 3-D convs run about 2x faster on them,
+            # backward included. (A reshape of the permuted frames would
+            # be a view, not this layout, whenever B = 1.)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         logits = self.conv3d(x).reshape(B, n, T, H, W)
         if self.pixel_embed is not None:
             if pixels is None:

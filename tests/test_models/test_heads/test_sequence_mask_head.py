@@ -207,6 +207,19 @@ def test_forward_equals_unfused_composition(mem_hw, fpn_hw):
         assert (grad - grads[1][name]).abs().max() <= 1e-3 * scale, name
 
 
+@pytest.mark.parametrize('B, n', [(1, 2), (2, 2), (1, 1)])
+def test_cpu_volumes_are_channels_last(B, n):
+    """On the CPU the 3-D convs get channels-last volumes (oneDNN's fast
+    layout) for every batch size: for B = 1 a reshape of the regrouped
+    frames would be a view in another layout."""
+    head = _head()
+    layouts = []
+    head.conv3d.register_forward_pre_hook(lambda _, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    head(*_inputs(B, 3, n))
+    assert layouts == [True]
+
+
 # The state dict keys and, for seed 0, the initial weights and one output of
 # `_head(pixel_embed=True)` as the head was before its constructor was split
 # into builders: a checkpoint of then loads, and a seed gives the same model.
