@@ -87,7 +87,8 @@ def _tap_sum(x: Tensor,
              padding: int,
              dilation: int,
              dtype: torch.dtype,
-             projections: Optional[List[Tensor]] = None) -> Tensor:
+             projections: Optional[List[Tensor]] = None,
+             out: Optional[Tensor] = None) -> Tensor:
     """Sum over taps of the samples of ``W_k @ x`` at tap k's positions.
 
     One (N*H*W, C_in) @ (C_in, C_out) matmul per tap, then ``grid_sample``
@@ -101,6 +102,8 @@ def _tap_sum(x: Tensor,
         projections (list, optional): Receives each tap's (N*H*W, C_out)
             projection. Without it, and where neither autograd nor a graph
             records the ops, one buffer serves every tap.
+        out (Tensor, optional): (N, C_out, H', W') in ``dtype`` to write
+            the sum into, without autograd.
 
     Returns:
         Tensor: (N, C_out, H', W') in ``dtype``.
@@ -115,7 +118,6 @@ def _tap_sum(x: Tensor,
             _is_traced() or torch.is_grad_enabled()
             or torch.is_autocast_enabled(x.device.type)):
         buffer = pixels.new_empty(pixels.shape[0], out_channels)
-    out = None
     for k in range(kh * kw):
         if buffer is None:
             projected = pixels @ kernels[k]
@@ -126,7 +128,35 @@ def _tap_sum(x: Tensor,
         sampled = _sample(
             projected.view(N, H, W, out_channels).to(dtype),
             _tap_grid(offset, k, kw, (H, W), padding, dilation))
-        out = sampled if out is None else out.add_(sampled)
+        if out is None:
+            out = sampled
+        elif k == 0:
+            out.copy_(sampled)
+        else:
+            out.add_(sampled)
+    return out
+
+
+def _chunked_tap_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
+                     dilation: int, chunk_bytes: int) -> Tensor:
+    """:func:`_tap_sum` in float32 without autograd, over slices of the
+    batch whose per-tap tensors stay under ``chunk_bytes``.
+
+    Each tap's projection and samples of a whole video batch (hundreds of
+    MB) would be freshly mapped and faulted in, tap after tap; slices
+    small enough for malloc's heap reuse the same memory and stay in cache.
+    Every slice runs the same batched ops.
+    """
+    N, _, H, W = x.shape
+    out_channels = weight.shape[0]
+    out = x.new_empty(N, out_channels, *offset.shape[-2:],
+                      dtype=torch.float32)
+    per_image = max(H * W, out.shape[-2] * out.shape[-1]) * out_channels * 4
+    step = max(1, chunk_bytes // per_image)
+    for start in range(0, N, step):
+        piece = slice(start, start + step)
+        _tap_sum(x[piece], offset[piece], weight, padding, dilation,
+                 torch.float32, out=out[piece])
     return out
 
 
@@ -204,7 +234,8 @@ def deform_conv2d_by_sampling(x: Tensor,
                               weight: Tensor,
                               bias: Optional[Tensor] = None,
                               padding: int = 1,
-                              dilation: int = 1) -> Tensor:
+                              dilation: int = 1,
+                              chunk_bytes: int = 4 * 2**20) -> Tensor:
     """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
     modulation mask) written with ``F.grid_sample``.
 
@@ -221,6 +252,10 @@ def deform_conv2d_by_sampling(x: Tensor,
         bias (Tensor, optional): (C_out,).
         padding (int): Zero padding of both sides. Defaults to 1.
         dilation (int): Kernel dilation. Defaults to 1.
+        chunk_bytes (int): Without autograd or graph capture, the batch is
+            run in slices whose per-tap tensors stay under this many bytes
+            (one image per slice at least). Defaults to 4 MiB, well under
+            glibc's largest mmap threshold (32 MiB).
 
     Returns:
         Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
@@ -238,6 +273,9 @@ def deform_conv2d_by_sampling(x: Tensor,
             and not torch.is_autocast_enabled(x.device.type)
             and x.dtype in (torch.float32, torch.float64)):
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation)
+    elif not needs_grad and not _is_traced():
+        out = _chunked_tap_sum(x, offset, weight, padding, dilation,
+                               chunk_bytes)
     else:
         # Autograd's own ops; sampled in float32, also under autocast.
         out = _tap_sum(x, offset, weight, padding, dilation, torch.float32)

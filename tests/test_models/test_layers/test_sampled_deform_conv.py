@@ -113,6 +113,25 @@ def test_paths():
     assert weight.grad is not None
 
 
+@pytest.mark.parametrize('chunk_bytes', [1, 2 * 5 * 7 * 11 * 4, 2**40])
+def test_inference_in_slices_of_the_batch(chunk_bytes, monkeypatch):
+    """Without autograd the batch runs in slices of at most ``chunk_bytes``
+    per tap (one image at least), with the values of the whole batch."""
+    from mmttsrn.models.layers import sampled_deform_conv
+    x, offset, weight, bias = _args(channels_last=True)
+    expected = deform_conv2d(x, offset, weight, bias, padding=1)
+    sizes = []
+    tap_sum = sampled_deform_conv._tap_sum
+    monkeypatch.setattr(
+        sampled_deform_conv, '_tap_sum',
+        lambda x, *a, **k: sizes.append(len(x)) or tap_sum(x, *a, **k))
+    with torch.no_grad():
+        out = deform_conv2d_by_sampling(
+            x, offset, weight, bias, chunk_bytes=chunk_bytes)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert sizes == {1: [1, 1, 1], 2**40: [3]}.get(chunk_bytes, [2, 1])
+
+
 def test_checks_offset_shape():
     x = torch.randn(2, 4, 5, 5)
     with pytest.raises(ValueError, match='offset must have shape'):
