@@ -94,4 +94,7 @@ model = dict(
         max_per_video=10,
         score_thr=0.0,
         mask_thr=0.5,
+        # CPU inference: two frames per backbone call keep its activations
+        # in malloc's heap and the cache (docs/benchmark.md).
+        cpu_backbone_chunk=2,
         linker=dict(type='WindowLinker', overlap=6, iou_thr=0.1)))

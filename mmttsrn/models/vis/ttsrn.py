@@ -45,7 +45,11 @@ class TTSRN(BaseMOTModel):
             sum to less than 0.5, get no mask and do not count in its score
             and category: TT-SRN classifies every slot in every frame, so
             an instance that enters late or leaves early is not painted
-            over the frames where it is absent).
+            over the frames where it is absent) and ``cpu_backbone_chunk``
+            (default None: every frame of a clip in one backbone call; an
+            int: on the CPU, inference runs the backbone on at most this
+            many frames at a time, so that its activations are small
+            enough for malloc to reuse and for the cache to hold; exact).
     """
 
     def __init__(self,
@@ -65,7 +69,8 @@ class TTSRN(BaseMOTModel):
             score_thr=0.0,
             mask_thr=0.5,
             multi_label=False,
-            drop_absent_frames=False)
+            drop_absent_frames=False,
+            cpu_backbone_chunk=None)
         self.test_cfg.update(test_cfg or {})
         self.linker = TASK_UTILS.build(
             self.test_cfg.get('linker', dict(type='WindowLinker')))
@@ -253,17 +258,32 @@ class TTSRN(BaseMOTModel):
                 progress(len(finished['frame_inds']))
         return tracks
 
+    def _extract_frame_feat(self, inputs: Tensor) -> tuple:
+        """:meth:`extract_feat` of (B, T, C, H, W), on the CPU without
+        autograd in chunks of ``test_cfg.cpu_backbone_chunk`` frames."""
+        chunk = self.test_cfg['cpu_backbone_chunk']
+        if (chunk is None or inputs.dim() != 5 or inputs.device.type != 'cpu'
+                or torch.is_grad_enabled()
+                or inputs.shape[0] * inputs.shape[1] <= chunk):
+            return self.extract_feat(inputs)
+        images = inputs.flatten(0, 1)
+        feats = [
+            self.backbone(images[start:start + chunk])
+            for start in range(0, len(images), chunk)
+        ]
+        return tuple(torch.cat(level) for level in zip(*feats))
+
     def extract_clip_feat(self, inputs: Tensor, inds: Tensor) -> tuple:
         """Backbone features of one clip (1, T, C, H, W) made of the video
         frames ``inds`` (T,), each distinct frame computed once (a video
         shorter than T repeats its frames)."""
         distinct, inverse = torch.unique(inds, return_inverse=True)
         if len(distinct) == len(inds):
-            return self.extract_feat(inputs)
+            return self._extract_frame_feat(inputs)
         # A position of each distinct frame in the clip (any will do).
         where = inverse.new_empty(len(distinct)).scatter_(
             0, inverse, torch.arange(len(inds), device=inverse.device))
-        feats = self.extract_feat(inputs[:, where.to(inputs.device)])
+        feats = self._extract_frame_feat(inputs[:, where.to(inputs.device)])
         inverse = inverse.to(inputs.device)
         return tuple(f[inverse] for f in feats)
 

@@ -239,6 +239,39 @@ def test_post_process_keeps_best_tracks_above_threshold(model3):
         model3.test_cfg.update(saved)
 
 
+def test_cpu_backbone_chunk_runs_the_backbone_on_chunks_of_frames(model3):
+    """With ``cpu_backbone_chunk`` inference runs the backbone on at most
+    that many frames per call, with the features of one call; training
+    (autograd on) keeps one call per clip."""
+    model3.eval()
+    inputs, video = make_video(3)
+    batches = []
+    hook = model3.backbone.register_forward_pre_hook(
+        lambda _, args: batches.append(len(args[0])))
+    saved = dict(model3.test_cfg)
+    try:
+        with torch.no_grad():
+            whole = model3.extract_clip_feat(inputs[None], torch.arange(3))
+            (expected, ) = model3.predict(inputs[None], [video])
+            model3.test_cfg['cpu_backbone_chunk'] = 2
+            chunked = model3.extract_clip_feat(inputs[None], torch.arange(3))
+            (result, ) = model3.predict(inputs[None], [video])
+        assert batches == [3, 3, 2, 1, 2, 1]
+        for a, b in zip(chunked, whole):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(result.video_data_samples,
+                        expected.video_data_samples):
+            torch.testing.assert_close(a.pred_track_instances.scores,
+                                       b.pred_track_instances.scores)
+        batches.clear()
+        model3.extract_clip_feat(inputs[None], torch.arange(3))
+        assert batches == [3]
+    finally:
+        hook.remove()
+        model3.test_cfg.clear()
+        model3.test_cfg.update(saved)
+
+
 def test_a_short_video_runs_each_distinct_frame_once_through_the_backbone(
         model3, monkeypatch):
     """A 2-frame video fills a 3-frame clip by repeating a frame: the
