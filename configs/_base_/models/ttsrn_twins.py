@@ -60,7 +60,10 @@ model = dict(
             num_heads=8,
             conv3d_channels=(12, 12, 12),
             conv3d_dilation=2,
-            conv3d_groups=4),
+            conv3d_groups=4,
+            # CPU inference: the 2-D stack one frame (n instance-frames) at
+            # a time, written into the 3-D convs' volumes (docs/benchmark.md).
+            cpu_frame_chunk=1),
         loss_cls=dict(
             type='CrossEntropyLoss',
             use_sigmoid=False,

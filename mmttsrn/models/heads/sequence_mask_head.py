@@ -78,6 +78,11 @@ class SequenceMaskHead(BaseModule):
             maps at stride 32 (3x4 cells on a 96x128 frame); this term does
             it at stride 4 and sends the mask loss straight into the query
             embeddings. Defaults to False (the paper).
+        cpu_frame_chunk (int, optional): On the CPU without autograd, run
+            the per-frame 2-D stack on at most this many frames at a time
+            and write each chunk into the 3-D convs' volumes, so that its
+            tensors stay small enough for malloc to reuse and for the cache
+            to hold (exact). Defaults to None: all frames at once.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -93,6 +98,7 @@ class SequenceMaskHead(BaseModule):
                  num_groups: int = 8,
                  dropout: float = 0.0,
                  pixel_embed: bool = False,
+                 cpu_frame_chunk: Optional[int] = None,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         conv_channels = self._check_widths(embed_dims, num_heads,
@@ -104,6 +110,10 @@ class SequenceMaskHead(BaseModule):
         self.fpn_channels = tuple(fpn_channels)
         self.conv_channels = tuple(conv_channels)
         self.scale = (embed_dims // num_heads)**-0.5
+        if cpu_frame_chunk is not None and cpu_frame_chunk < 1:
+            raise ValueError('cpu_frame_chunk must be None or a positive '
+                             f'int, got {cpu_frame_chunk}')
+        self.cpu_frame_chunk = cpu_frame_chunk
 
         norm_cfg = dict(type='GN', num_groups=num_groups)
         act_cfg = dict(type='GELU')
@@ -360,6 +370,56 @@ class SequenceMaskHead(BaseModule):
         # expand keeps it for the backward pass.
         return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(0, 1)
 
+    def _frame_features(self, query: Tensor, memory: Tensor,
+                        memory_mask: Tensor,
+                        fpn_feats: List[Tensor]) -> Tensor:
+        """The per-frame 2-D stack: attention maps, stem, FPN and the
+        deformable conv, inputs as :meth:`forward`.
+
+        Returns:
+            Tensor: (B*T*n, C, H4, W4) features of every instance-frame.
+        """
+        n = query.shape[2]
+        attn = self.attention_maps(query, memory, memory_mask)
+        fmt = _memory_format(memory)
+        channels_last = fmt == torch.channels_last
+        x = self.stem[1](self._stem_conv(memory, attn))
+        for i, (feat, adapter) in enumerate(zip(fpn_feats, self.adapters)):
+            feat = adapter(feat.contiguous(memory_format=fmt))
+            x = self._add_fpn(x, feat, n, channels_last)
+            if i < len(self.fpn_convs):
+                x = self.fpn_convs[i](x)
+        if x.device.type == 'cpu':
+            offset = self.offset_conv(x)
+            deform = self.deform_conv
+            x = deform_conv2d_by_sampling(x, offset, deform.weight,
+                                          deform.bias, deform.padding[0],
+                                          deform.dilation[0])
+        else:
+            x = self.deform_conv(x, self.offset_conv(x))
+        return self.act(self.deform_norm(x))
+
+    def _chunked_volumes(self, query: Tensor, memory: Tensor,
+                         memory_mask: Tensor, fpn_feats: List[Tensor],
+                         chunk: int) -> Tensor:
+        """:meth:`_frame_features` of ``chunk`` frames at a time, written
+        into channels-last volumes (B*n, C, T, H4, W4) (no autograd)."""
+        B, T, n, _ = query.shape
+        volumes = None
+        for start in range(0, T, chunk):
+            frames = slice(start, start + chunk)
+            x = self._frame_features(
+                query[:, frames], memory[:, frames], memory_mask[:, frames],
+                [f.unflatten(0, (B, T))[:, frames].flatten(0, 1)
+                 for f in fpn_feats])
+            C, H, W = x.shape[1:]
+            if volumes is None:
+                # Memory order (B, n, T, H4, W4, C): channels-last volumes.
+                volumes = x.new_empty(B, n, T, H, W, C)
+            volumes[:, :, frames] = x.view(B, -1, n, C, H, W).permute(
+                0, 2, 1, 4, 5, 3)
+        return volumes.flatten(0, 1).permute(0, 4, 1, 2, 3)
+
     def forward(self,
                 query: Tensor,
                 memory: Tensor,
@@ -383,34 +443,25 @@ class SequenceMaskHead(BaseModule):
             Tensor: Mask logits (B, n, T, H4, W4).
         """
         self._check_inputs(query, memory, memory_mask, fpn_feats)
-        B, T, n, d = query.shape
-        attn = self.attention_maps(query, memory, memory_mask)
-        fmt = _memory_format(memory)
-        channels_last = fmt == torch.channels_last
-        x = self.stem[1](self._stem_conv(memory, attn))
-        for i, (feat, adapter) in enumerate(zip(fpn_feats, self.adapters)):
-            feat = adapter(feat.contiguous(memory_format=fmt))
-            x = self._add_fpn(x, feat, n, channels_last)
-            if i < len(self.fpn_convs):
-                x = self.fpn_convs[i](x)
-        if x.device.type == 'cpu':
-            offset = self.offset_conv(x)
-            deform = self.deform_conv
-            x = deform_conv2d_by_sampling(x, offset, deform.weight,
-                                          deform.bias, deform.padding[0],
-                                          deform.dilation[0])
+        B, T, n, _ = query.shape
+        chunk = self.cpu_frame_chunk
+        if (chunk is None or chunk >= T or query.device.type != 'cpu'
+                or torch.is_grad_enabled()):
+            x = self._frame_features(query, memory, memory_mask, fpn_feats)
+            # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
+            C, H, W = x.shape[1:]
+            x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4,
+                                                 5).flatten(0, 1)
+            if x.device.type == 'cpu':
+                # Channels-last volumes (memory order B*n, T, H4, W4, C),
+                # made in one copy: oneDNN's 3-D convs run about 2x faster
+                # on them, backward included. (A reshape of the permuted
+                # frames would be a view, not this layout, whenever B = 1.)
+                x = x.contiguous(memory_format=torch.channels_last_3d)
         else:
-            x = self.deform_conv(x, self.offset_conv(x))
-        x = self.act(self.deform_norm(x))
-        # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
-        C, H, W = x.shape[1:]
-        x = x.view(B, T, n, C, H, W).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
-        if x.device.type == 'cpu':
-            # Channels-last volumes (memory order B*n, T, H4, W4, C), made
-            # in one copy: oneDNN's 3-D convs run about 2x faster on them,
-            # backward included. (A reshape of the permuted frames would
-            # be a view, not this layout, whenever B = 1.)
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+            x = self._chunked_volumes(query, memory, memory_mask, fpn_feats,
+                                      chunk)
+        H, W = x.shape[-2:]
         logits = self.conv3d(x).reshape(B, n, T, H, W)
         if self.pixel_embed is not None:
             if pixels is None:

@@ -220,6 +220,37 @@ def test_cpu_volumes_are_channels_last(B, n):
     assert layouts == [True]
 
 
+@pytest.mark.parametrize('B', [1, 2])
+def test_cpu_frame_chunk_gives_the_same_masks(B):
+    """With ``cpu_frame_chunk`` inference runs the 2-D stack on that many
+    frames at a time (the last chunk shorter) and gets the masks of the
+    whole clip; with autograd the clip runs at once."""
+    head = _head()
+    head.init_weights()
+    with torch.no_grad():
+        head.offset_conv.weight.normal_(std=0.3)
+        head.offset_conv.bias.normal_()
+    inputs = _inputs(B, 5, 2)
+    sizes, layouts = [], []
+    head.stem[1].register_forward_pre_hook(
+        lambda _, args: sizes.append(len(args[0])))
+    head.conv3d.register_forward_pre_hook(lambda _, args: layouts.append(
+        args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    with torch.no_grad():
+        expected = head(*inputs)
+        head.cpu_frame_chunk = 2
+        out = head(*inputs)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # B * chunk frames * n instances per call.
+    assert sizes == [B * 5 * 2, B * 2 * 2, B * 2 * 2, B * 1 * 2]
+    assert layouts == [True, True]
+    sizes.clear()
+    head(*inputs).sum().backward()
+    assert sizes == [B * 5 * 2]
+    with pytest.raises(ValueError, match='cpu_frame_chunk'):
+        _head(cpu_frame_chunk=0)
+
+
 # The state dict keys and, for seed 0, the initial weights and one output of
 # `_head(pixel_embed=True)` as the head was before its constructor was split
 # into builders: a checkpoint of then loads, and a seed gives the same model.
