@@ -7,7 +7,7 @@ import torch.utils.checkpoint as cp
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.models.twins import Twins
+from timm.models.twins import LocallyGroupedAttn, Twins
 from torch import Tensor
 
 from mmttsrn.engine.checkpoint import load_pretrained_file
@@ -184,6 +184,14 @@ class TwinsSVT(BaseModule):
         self.pos_drops = twins.pos_drops[:self.num_stages]
         self.blocks = twins.blocks[:self.num_stages]
         self.pos_block = twins.pos_block[:self.num_stages]
+        # timm hands the locally-grouped attention's 5-D windows (N,
+        # windows, heads, ws*ws, d) to SDPA, which no fused kernel takes:
+        # PyTorch's math fallback, with its fully-masked-row checks, ran
+        # 2-3x slower on the CPU than timm's own unfused attention (same
+        # function up to rounding; docs/benchmark.md).
+        for module in self.blocks.modules():
+            if isinstance(module, LocallyGroupedAttn):
+                module.fused_attn = False
         self._freeze_stages()
 
     def _stage_modules(self, i: int) -> Tuple[nn.Module, ...]:

@@ -137,6 +137,21 @@ def test_twins_matches_timm_with_converted_weights():
         assert torch.allclose(out, ref, atol=1e-5)
 
 
+def test_windows_skip_sdpa_math_fallback(monkeypatch):
+    """The locally-grouped attention's 5-D windows do not go to SDPA (no
+    fused kernel takes them; its math fallback is slower than timm's
+    unfused attention); the global attention's 4-D inputs still do."""
+    dims = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional, 'scaled_dot_product_attention',
+        lambda q, *a, **k: dims.append(q.dim()) or sdpa(q, *a, **k))
+    model = TwinsSVT(**TINY).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 48, 64))
+    assert dims and set(dims) == {4}
+
+
 @pytest.mark.parametrize('saved_depths, loaded_depths, kind', [
     ((1, 1, 2, 2), (1, 1, 2, 1), 'unexpected keys: blocks.3.1'),
     ((1, 1, 2, 1), (1, 1, 2, 2), 'Missing keys: blocks.3.1'),
