@@ -137,6 +137,18 @@ def _tap_sum(x: Tensor,
     return out
 
 
+def _batch_slices(x: Tensor, offset: Tensor, out_channels: int,
+                  chunk_bytes: int) -> List[slice]:
+    """Slices of the batch whose per-tap tensors (x's projection, its
+    samples and their gradients: at most ``out_channels`` float32 channels
+    of an image) stay under ``chunk_bytes``, one image at least."""
+    N, _, H, W = x.shape
+    h, w = offset.shape[-2:]
+    per_image = max(H * W, h * w) * out_channels * 4
+    step = max(1, chunk_bytes // per_image)
+    return [slice(start, start + step) for start in range(0, N, step)]
+
+
 def _chunked_tap_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
                      dilation: int, chunk_bytes: int) -> Tensor:
     """:func:`_tap_sum` in float32 without autograd, over slices of the
@@ -147,14 +159,10 @@ def _chunked_tap_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
     small enough for malloc's heap reuse the same memory and stay in cache.
     Every slice runs the same batched ops.
     """
-    N, _, H, W = x.shape
     out_channels = weight.shape[0]
-    out = x.new_empty(N, out_channels, *offset.shape[-2:],
+    out = x.new_empty(len(x), out_channels, *offset.shape[-2:],
                       dtype=torch.float32)
-    per_image = max(H * W, out.shape[-2] * out.shape[-1]) * out_channels * 4
-    step = max(1, chunk_bytes // per_image)
-    for start in range(0, N, step):
-        piece = slice(start, start + step)
+    for piece in _batch_slices(x, offset, out_channels, chunk_bytes):
         _tap_sum(x[piece], offset[piece], weight, padding, dilation,
                  torch.float32, out=out[piece])
     return out
@@ -165,19 +173,21 @@ class _SampledDeformConv2d(torch.autograd.Function):
     backward that accumulates the gradients of every tap in place.
 
     The forward keeps each tap's projection, as autograd would for
-    ``grid_sample``; the backward turns each tap's sampling gradient into
-    the input and weight gradients with ``addmm_``/``mm`` into preallocated
-    buffers.
+    ``grid_sample``; the backward runs ``grid_sample``'s backward on slices
+    of the batch (its input gradient is a zero-filled fresh tensor per
+    call) and turns each tap's sampling gradient into the input and weight
+    gradients with ``addmm_``/``mm`` into preallocated buffers.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, offset: Tensor, weight: Tensor, padding: int,
-                dilation: int) -> Tensor:
+                dilation: int, chunk_bytes: int) -> Tensor:
         projections = []
         out = _tap_sum(x, offset, weight, padding, dilation, x.dtype,
                        projections)
         ctx.save_for_backward(x, offset, weight, *projections)
         ctx.padding, ctx.dilation = padding, dilation
+        ctx.chunk_bytes = chunk_bytes
         return out
 
     @staticmethod
@@ -196,21 +206,25 @@ class _SampledDeformConv2d(torch.autograd.Function):
         grad_offset = torch.empty_like(offset) if need_offset else None
         # One tap's (N*H*W, C_out) gradient at a time, in channels-last rows.
         grad_proj = torch.empty_like(projections[0])
+        grad_rows = grad_proj.view(N, H, W, out_channels)
+        pieces = _batch_slices(x, offset, out_channels, ctx.chunk_bytes)
         for k in range(kh * kw):
             grid = _tap_grid(offset, k, kw, (H, W), ctx.padding, ctx.dilation)
             projected = projections[k].view(N, H, W,
                                             out_channels).permute(0, 3, 1, 2)
-            grad_sampled, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-                grad_out, projected, grid, 0, 0, False,
-                [need_x or need_weight, need_offset])
-            if need_offset:
-                # d grid / d offset is 2/W for x and 2/H for y.
-                grad_offset[:, k, 0] = grad_grid[..., 1] * (2 / H)
-                grad_offset[:, k, 1] = grad_grid[..., 0] * (2 / W)
+            for piece in pieces:
+                grad_sampled, grad_grid = \
+                    torch.ops.aten.grid_sampler_2d_backward(
+                        grad_out[piece], projected[piece], grid[piece], 0, 0,
+                        False, [need_x or need_weight, need_offset])
+                if need_offset:
+                    # d grid / d offset is 2/W for x and 2/H for y.
+                    grad_offset[piece, k, 0] = grad_grid[..., 1] * (2 / H)
+                    grad_offset[piece, k, 1] = grad_grid[..., 0] * (2 / W)
+                if need_x or need_weight:
+                    grad_rows[piece].copy_(grad_sampled.permute(0, 2, 3, 1))
             if not (need_x or need_weight):
                 continue
-            grad_proj.view(N, H, W, out_channels).copy_(
-                grad_sampled.permute(0, 2, 3, 1))
             if need_x:
                 if k == 0:
                     torch.mm(grad_proj, kernels[k].t(), out=grad_pixels)
@@ -226,7 +240,7 @@ class _SampledDeformConv2d(torch.autograd.Function):
                                             out_channels).permute(3, 2, 0, 1)
         if need_offset:
             grad_offset = grad_offset.flatten(1, 2)
-        return grad_x, grad_offset, grad_weight, None, None
+        return grad_x, grad_offset, grad_weight, None, None, None
 
 
 def deform_conv2d_by_sampling(x: Tensor,
@@ -252,10 +266,11 @@ def deform_conv2d_by_sampling(x: Tensor,
         bias (Tensor, optional): (C_out,).
         padding (int): Zero padding of both sides. Defaults to 1.
         dilation (int): Kernel dilation. Defaults to 1.
-        chunk_bytes (int): Without autograd or graph capture, the batch is
-            run in slices whose per-tap tensors stay under this many bytes
-            (one image per slice at least). Defaults to 4 MiB, well under
-            glibc's largest mmap threshold (32 MiB).
+        chunk_bytes (int): Inference without graph capture runs the batch
+            in slices whose per-tap tensors stay under this many bytes (one
+            image per slice at least), and so does the sampling backward of
+            training. Defaults to 4 MiB, well under glibc's largest mmap
+            threshold (32 MiB).
 
     Returns:
         Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
@@ -272,7 +287,8 @@ def deform_conv2d_by_sampling(x: Tensor,
     if (needs_grad and not _is_traced()
             and not torch.is_autocast_enabled(x.device.type)
             and x.dtype in (torch.float32, torch.float64)):
-        out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation)
+        out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation,
+                                         chunk_bytes)
     elif not needs_grad and not _is_traced():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)

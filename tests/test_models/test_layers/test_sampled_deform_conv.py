@@ -51,15 +51,18 @@ def test_matches_torchvision(dilation, channels_last):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_function_equals_autograd_of_the_tap_sum():
+@pytest.mark.parametrize('chunk_bytes', [2**40, 1])
+def test_function_equals_autograd_of_the_tap_sum(chunk_bytes):
     """The hand-written backward gives autograd's gradients of the same tap
-    sum, to float32 rounding, also when only some inputs need gradients."""
+    sum, to float32 rounding, also when only some inputs need gradients,
+    with its sampling backward on the whole batch or image by image."""
     x, offset, weight, _ = _args(channels_last=True)
     target = torch.randn(3, 5, 7, 11)
     for needs in [(True, True, True), (False, True, False),
                   (False, False, True), (True, False, False)]:
         grads = []
-        for fn in (lambda *a: _SampledDeformConv2d.apply(*a, 1, 1),
+        for fn in (lambda *a: _SampledDeformConv2d.apply(
+                *a, 1, 1, chunk_bytes),
                    lambda *a: _tap_sum(*a, 1, 1, torch.float32)):
             args = [
                 t.clone().requires_grad_(need)
@@ -82,9 +85,11 @@ def test_gradcheck_float64():
     # Away from integer positions, where bilinear sampling has kinks.
     offset = (offset.round() + 0.3).requires_grad_()
     weight = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda *a: deform_conv2d_by_sampling(*a, padding=2, dilation=2),
-        (x, offset, weight))
+    for chunk_bytes in (2**40, 1):
+        assert torch.autograd.gradcheck(
+            lambda *a: deform_conv2d_by_sampling(
+                *a, padding=2, dilation=2, chunk_bytes=chunk_bytes),
+            (x, offset, weight))
 
 
 def test_backward_twice_with_retained_graph():
