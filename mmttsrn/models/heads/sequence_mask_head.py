@@ -9,7 +9,8 @@ The stack runs on T*n instance-frames, so exact rewrites keep it cheap: the
 first conv's memory part is computed once per frame (a conv is linear in its
 input channels) and, on CPU, the 2-D stack runs on channels-last tensors and
 the deformable conv is evaluated with ``grid_sample`` (see
-:func:`deform_conv2d_by_sampling`).
+:func:`deform_conv2d_by_sampling`); CPU inference can run the 2-D stack a
+few frames at a time (``cpu_frame_chunk``).
 """
 from typing import List, Optional, Sequence
 
@@ -110,9 +111,10 @@ class SequenceMaskHead(BaseModule):
         self.fpn_channels = tuple(fpn_channels)
         self.conv_channels = tuple(conv_channels)
         self.scale = (embed_dims // num_heads)**-0.5
-        if cpu_frame_chunk is not None and cpu_frame_chunk < 1:
+        if cpu_frame_chunk is not None and (not isinstance(
+                cpu_frame_chunk, int) or cpu_frame_chunk < 1):
             raise ValueError('cpu_frame_chunk must be None or a positive '
-                             f'int, got {cpu_frame_chunk}')
+                             f'int, got {cpu_frame_chunk!r}')
         self.cpu_frame_chunk = cpu_frame_chunk
 
         norm_cfg = dict(type='GN', num_groups=num_groups)

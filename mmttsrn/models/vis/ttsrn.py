@@ -72,6 +72,10 @@ class TTSRN(BaseMOTModel):
             drop_absent_frames=False,
             cpu_backbone_chunk=None)
         self.test_cfg.update(test_cfg or {})
+        chunk = self.test_cfg['cpu_backbone_chunk']
+        if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
+            raise ValueError('test_cfg.cpu_backbone_chunk must be None or a '
+                             f'positive int, got {chunk!r}')
         self.linker = TASK_UTILS.build(
             self.test_cfg.get('linker', dict(type='WindowLinker')))
 

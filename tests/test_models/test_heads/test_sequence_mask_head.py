@@ -247,8 +247,9 @@ def test_cpu_frame_chunk_gives_the_same_masks(B):
     sizes.clear()
     head(*inputs).sum().backward()
     assert sizes == [B * 5 * 2]
-    with pytest.raises(ValueError, match='cpu_frame_chunk'):
-        _head(cpu_frame_chunk=0)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match='cpu_frame_chunk'):
+            _head(cpu_frame_chunk=bad)
 
 
 # The state dict keys and, for seed 0, the initial weights and one output of

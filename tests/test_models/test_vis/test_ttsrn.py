@@ -270,6 +270,11 @@ def test_cpu_backbone_chunk_runs_the_backbone_on_chunks_of_frames(model3):
         hook.remove()
         model3.test_cfg.clear()
         model3.test_cfg.update(saved)
+    for bad in (0, 1.5):
+        cfg = tiny_model_cfg(num_frames=3)
+        cfg['test_cfg'] = dict(cpu_backbone_chunk=bad)
+        with pytest.raises(ValueError, match='cpu_backbone_chunk'):
+            MODELS.build(cfg)
 
 
 def test_a_short_video_runs_each_distinct_frame_once_through_the_backbone(
