@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from ..layers.init_cfg import pretrained_cfg
+from ..layers.graph_capture import is_graph_capture
 from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
 
 __all__ = ['SequenceMaskHead']
@@ -79,11 +80,12 @@ class SequenceMaskHead(BaseModule):
             maps at stride 32 (3x4 cells on a 96x128 frame); this term does
             it at stride 4 and sends the mask loss straight into the query
             embeddings. Defaults to False (the paper).
-        cpu_frame_chunk (int, optional): On the CPU without autograd, run
-            the per-frame 2-D stack on at most this many frames at a time
-            and write each chunk into the 3-D convs' volumes, so that its
-            tensors stay small enough for malloc to reuse and for the cache
-            to hold (exact). Defaults to None: all frames at once.
+        cpu_frame_chunk (int, optional): On the CPU without autograd or
+            graph capture, run the per-frame 2-D stack on at most this many
+            frames at a time and write each chunk into the 3-D convs'
+            volumes, so that its tensors stay small enough for malloc to
+            reuse and for the cache to hold (exact). Defaults to None: all
+            frames at once.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -448,7 +450,7 @@ class SequenceMaskHead(BaseModule):
         B, T, n, _ = query.shape
         chunk = self.cpu_frame_chunk
         if (chunk is None or chunk >= T or query.device.type != 'cpu'
-                or torch.is_grad_enabled()):
+                or torch.is_grad_enabled() or is_graph_capture()):
             x = self._frame_features(query, memory, memory_mask, fpn_feats)
             # Instance j's T frames form one volume: (B*n, C, T, H4, W4).
             C, H, W = x.shape[1:]

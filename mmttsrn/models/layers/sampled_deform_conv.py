@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .graph_capture import is_graph_capture
+
 __all__ = ['deform_conv2d_by_sampling']
 
 
@@ -59,13 +61,6 @@ def _sample(projected: Tensor, grid: Tensor) -> Tensor:
         mode='bilinear',
         padding_mode='zeros',
         align_corners=False)
-
-
-def _is_traced() -> bool:
-    """Whether the ops are being recorded into a graph (jit, ONNX export,
-    ``torch.compile``)."""
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -115,7 +110,7 @@ def _tap_sum(x: Tensor,
     pixels = _rows(x)
     buffer = None
     if projections is None and not (
-            _is_traced() or torch.is_grad_enabled()
+            is_graph_capture() or torch.is_grad_enabled()
             or torch.is_autocast_enabled(x.device.type)):
         buffer = pixels.new_empty(pixels.shape[0], out_channels)
     for k in range(kh * kw):
@@ -284,12 +279,12 @@ def deform_conv2d_by_sampling(x: Tensor,
                          f'{out_h}, {out_w}), got {tuple(offset.shape)}')
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (x, offset, weight))
-    if (needs_grad and not _is_traced()
+    if (needs_grad and not is_graph_capture()
             and not torch.is_autocast_enabled(x.device.type)
             and x.dtype in (torch.float32, torch.float64)):
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation,
                                          chunk_bytes)
-    elif not needs_grad and not _is_traced():
+    elif not needs_grad and not is_graph_capture():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)
     else:

@@ -17,6 +17,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from .dropout_attention import dropout_attention
+from .graph_capture import is_graph_capture
 
 __all__ = [
     'FusedMultiheadAttention', 'ClipTransformerEncoderLayer',
@@ -29,12 +30,6 @@ def _with_pos(x: Tensor, pos: Optional[Tensor]) -> Tensor:
     return x if pos is None else x + pos
 
 
-def _is_traced() -> bool:
-    """Whether a graph is being compiled, exported or traced."""
-    return torch.compiler.is_compiling() or \
-        torch.compiler.is_exporting() or torch.jit.is_tracing()
-
-
 def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
     """``None`` for a padding mask that masks nothing.
 
@@ -45,7 +40,7 @@ def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
     value back from the device, once per encoder or decoder call. A graph
     being compiled or exported keeps the mask: it must hold for every input.
     """
-    if mask is None or _is_traced() or mask.any():
+    if mask is None or is_graph_capture() or mask.any():
         return mask
     return None
 
@@ -131,7 +126,7 @@ class FusedMultiheadAttention(nn.Module):
         # broadcasts over heads (and queries).
         keep = None if ignore is None else ~ignore[:, None]
         dropout = self.dropout if self.training else 0.0
-        if 0 < dropout < 1 and q.device.type == 'cpu' and not _is_traced():
+        if 0 < dropout < 1 and q.device.type == 'cpu' and not is_graph_capture():
             out = dropout_attention(q, k, v, keep, dropout)
         else:
             out = F.scaled_dot_product_attention(

@@ -9,6 +9,7 @@ from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from ..layers import is_graph_capture
 from .video_tracks import VideoTracks
 
 __all__ = ['TTSRN']
@@ -264,10 +265,11 @@ class TTSRN(BaseMOTModel):
 
     def _extract_frame_feat(self, inputs: Tensor) -> tuple:
         """:meth:`extract_feat` of (B, T, C, H, W), on the CPU without
-        autograd in chunks of ``test_cfg.cpu_backbone_chunk`` frames."""
+        autograd or graph capture in chunks of
+        ``test_cfg.cpu_backbone_chunk`` frames."""
         chunk = self.test_cfg['cpu_backbone_chunk']
         if (chunk is None or inputs.dim() != 5 or inputs.device.type != 'cpu'
-                or torch.is_grad_enabled()
+                or torch.is_grad_enabled() or is_graph_capture()
                 or inputs.shape[0] * inputs.shape[1] <= chunk):
             return self.extract_feat(inputs)
         images = inputs.flatten(0, 1)

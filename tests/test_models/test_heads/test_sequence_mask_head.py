@@ -247,6 +247,11 @@ def test_cpu_frame_chunk_gives_the_same_masks(B):
     sizes.clear()
     head(*inputs).sum().backward()
     assert sizes == [B * 5 * 2]
+    # A traced or exported graph gets the whole clip too.
+    sizes.clear()
+    with torch.no_grad():
+        torch.jit.trace(head, inputs[:3] + ([*inputs[3]], ), check_trace=False)
+    assert sizes == [B * 5 * 2]
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match='cpu_frame_chunk'):
             _head(cpu_frame_chunk=bad)

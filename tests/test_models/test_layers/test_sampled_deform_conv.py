@@ -137,6 +137,19 @@ def test_inference_in_slices_of_the_batch(chunk_bytes, monkeypatch):
     assert sizes == {1: [1, 1, 1], 2**40: [3]}.get(chunk_bytes, [2, 1])
 
 
+def test_is_graph_capture():
+    from mmttsrn.models.layers import is_graph_capture
+    seen = []
+
+    def record(x):
+        seen.append(is_graph_capture())
+        return x * 2
+
+    record(torch.ones(1))
+    torch.jit.trace(record, torch.ones(1), check_trace=False)
+    assert seen == [False, True]
+
+
 def test_checks_offset_shape():
     x = torch.randn(2, 4, 5, 5)
     with pytest.raises(ValueError, match='offset must have shape'):

@@ -1,0 +1,16 @@
+"""Whether the running ops are being recorded into a graph."""
+import torch
+
+__all__ = ['is_graph_capture']
+
+
+def is_graph_capture() -> bool:
+    """Whether a graph is being traced (``torch.jit.trace``), exported
+    (ONNX, ``torch.export``) or compiled (``torch.compile``).
+
+    Data-dependent shortcuts (a host read of a mask, a loop whose length
+    depends on sizes, in-place writes into slices) are kept out of graphs.
+    """
+    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting())
