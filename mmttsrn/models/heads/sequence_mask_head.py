@@ -23,8 +23,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-from ..layers.init_cfg import pretrained_cfg
 from ..layers.graph_capture import is_graph_capture
+from ..layers.init_cfg import pretrained_cfg
 from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
 
 __all__ = ['SequenceMaskHead']

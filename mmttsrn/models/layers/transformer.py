@@ -126,7 +126,8 @@ class FusedMultiheadAttention(nn.Module):
         # broadcasts over heads (and queries).
         keep = None if ignore is None else ~ignore[:, None]
         dropout = self.dropout if self.training else 0.0
-        if 0 < dropout < 1 and q.device.type == 'cpu' and not is_graph_capture():
+        if (0 < dropout < 1 and q.device.type == 'cpu'
+                and not is_graph_capture()):
             out = dropout_attention(q, k, v, keep, dropout)
         else:
             out = F.scaled_dot_product_attention(
