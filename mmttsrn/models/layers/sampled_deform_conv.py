@@ -10,10 +10,11 @@ thread; ``grid_sample`` and the matmuls use all cores.
 
 At video sizes much of these ops' CPU time goes to faulting in fresh memory
 (glibc maps every block above 32 MiB on its own and unmaps it on ``free``),
-so both paths allocate as little as they can. Without autograd one
-projection buffer serves every tap. With autograd a hand-written backward
-accumulates the input gradient of all taps in one buffer, where autograd's
-own backward allocates one per tap and adds them up.
+so both paths allocate as little as they can. Without autograd the batch
+runs in slices small enough for malloc to reuse their memory. With autograd
+a hand-written backward accumulates the input gradient of all taps in one
+buffer, where autograd's own backward allocates one per tap and adds them
+up.
 """
 from typing import List, Optional, Tuple
 
@@ -95,8 +96,7 @@ def _tap_sum(x: Tensor,
             :func:`deform_conv2d_by_sampling`.
         dtype (torch.dtype): Dtype of the sample positions and sampling.
         projections (list, optional): Receives each tap's (N*H*W, C_out)
-            projection. Without it, and where neither autograd nor a graph
-            records the ops, one buffer serves every tap.
+            projection.
         out (Tensor, optional): (N, C_out, H', W') in ``dtype`` to write
             the sum into, without autograd.
 
@@ -108,16 +108,8 @@ def _tap_sum(x: Tensor,
     offset = offset.to(dtype).reshape(N, kh * kw, 2, *offset.shape[-2:])
     kernels = _tap_kernels(weight)
     pixels = _rows(x)
-    buffer = None
-    if projections is None and not (
-            is_graph_capture() or torch.is_grad_enabled()
-            or torch.is_autocast_enabled(x.device.type)):
-        buffer = pixels.new_empty(pixels.shape[0], out_channels)
     for k in range(kh * kw):
-        if buffer is None:
-            projected = pixels @ kernels[k]
-        else:
-            projected = torch.mm(pixels, kernels[k], out=buffer)
+        projected = pixels @ kernels[k]
         if projections is not None:
             projections.append(projected)
         sampled = _sample(
