@@ -10,7 +10,9 @@
 # OUT_DIR/<name>.log (all its output); a run that fails or passes RUN_TIMEOUT seconds is
 # reported and the next one starts. PYTHON overrides the interpreter
 # (default: the project's .venv when it exists, else python); DEVICE, FRAMES
-# and SIZE the clip, for a dry run (DEVICE=cpu FRAMES=2 SIZE="64 96").
+# and SIZE the clip, for a dry run (DEVICE=cpu FRAMES=2 SIZE="64 96"); RUNS
+# the names of the runs to do, separated by spaces (default: all six, in the
+# order below).
 set -u
 cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-work_dirs/gpu_benchmark}
@@ -29,6 +31,7 @@ mkdir -p "$OUT_DIR"
 bench() {
     local name=$1
     shift
+    case " ${RUNS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "== $name"
     # shellcheck disable=SC2086
     timeout "$RUN_TIMEOUT" $PYTHON tools/analysis_tools/benchmark.py \
