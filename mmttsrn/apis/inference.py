@@ -238,9 +238,4 @@ def inference_video(
         (``masks`` (k, H, W) bool at the original size, ``bboxes`` (k, 4)
         x1y1x2y2 in pixels, ``scores``, ``labels``, ``instances_id``).
     """
-    tracks = track_video(model, frames)
-    for t, frame in enumerate(tracks.frames):
-        frame.pred_track_instances = tracks.instances(t)
-    result = TrackDataSample()
-    result.video_data_samples = tracks.frames
-    return result
+    return track_video(model, frames).data_sample()

@@ -143,11 +143,7 @@ class TTSRN(BaseMOTModel):
             tracks = self._track_video(
                 self._windows(video, frames), frames, rescale,
                 stream_rle=False)
-            for t, frame in enumerate(frames):
-                frame.pred_track_instances = tracks.instances(t)
-            result = TrackDataSample()
-            result.video_data_samples = frames
-            results.append(result)
+            results.append(tracks.data_sample())
         return results
 
     def test_step(self, data: dict) -> TrackSampleList:
@@ -162,11 +158,7 @@ class TTSRN(BaseMOTModel):
         results = []
         for video in inputs:
             tracks = self.predict_frames(video)
-            for t, frame in enumerate(tracks.frames):
-                frame.pred_track_instances = tracks.instances(t, encode=True)
-            result = TrackDataSample()
-            result.video_data_samples = tracks.frames
-            results.append(result)
+            results.append(tracks.data_sample(encode=True))
         return results
 
     def predict_frames(

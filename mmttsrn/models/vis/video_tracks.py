@@ -5,7 +5,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 import torch.nn.functional as F
-from mmdet.structures import DetDataSample
+from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -249,6 +249,22 @@ class VideoTracks:
                 masks[present] = torch.from_numpy(decoded).permute(2, 0,
                                                                    1).bool()
         return self._frame_instances(masks, bboxes, kept)
+
+    def data_sample(self, encode: bool = False) -> TrackDataSample:
+        """The video's frames, each with its :meth:`instances` as
+        ``pred_track_instances``, in one :class:`TrackDataSample`.
+
+        Args:
+            encode (bool): Masks as RLE dicts, see :meth:`instances`.
+        """
+        sample = TrackDataSample()
+        # Before the frames hold their instances: mmdet's setter formats
+        # its first frame (an f-string outside its assert), and printing
+        # masks that are on a GPU waits for the GPU once per printed value.
+        sample.video_data_samples = list(self.frames)
+        for t, frame in enumerate(sample.video_data_samples):
+            frame.pred_track_instances = self.instances(t, encode)
+        return sample
 
     @staticmethod
     def _frame_instances(masks, bboxes: Tensor,

@@ -84,3 +84,30 @@ def test_masks_stay_on_the_device_of_the_probabilities():
         video.add({k: v.cuda() for k, v in chunk.items()})
     pred = video.instances(0)
     assert pred.masks.is_cuda and pred.bboxes.is_cuda and pred.scores.is_cuda
+
+
+@pytest.mark.parametrize('stream_rle', [True, False])
+def test_data_sample_attaches_instances_without_printing_them(
+        stream_rle, monkeypatch):
+    cfg = dict(mask_thr=0.5, score_thr=0.0, max_per_video=10)
+    frames = _frames(8)
+    video = VideoTracks(K, cfg, frames, True, stream_rle=stream_rle)
+    for chunk in _chunks(torch.Generator().manual_seed(0)):
+        video.add(chunk)
+    expected = [video.instances(t) for t in range(8)]
+
+    def no_printing(tensor, *args, **kwargs):
+        # On a GPU each printed value waits for the device.
+        raise AssertionError('a tensor was formatted')
+
+    monkeypatch.setattr(torch.Tensor, '__repr__', no_printing)
+    sample = video.data_sample()
+    monkeypatch.undo()
+    assert [id(f) for f in sample.video_data_samples] == [id(f) for f in frames]
+    for frame, want in zip(sample.video_data_samples, expected):
+        got = frame.pred_track_instances
+        assert torch.equal(got.masks, want.masks)
+        for key in ('bboxes', 'scores', 'labels', 'instances_id'):
+            assert torch.equal(got[key], want[key]), key
+    encoded = video.data_sample(encode=True).video_data_samples[0]
+    assert isinstance(encoded.pred_track_instances.masks[0], dict)
