@@ -16,6 +16,7 @@ rather than applied blindly. :data:`PATCH_STATUS` records what happened
   CUDA device, so a torchrun launch without CUDA starts gloo itself.
 """
 import atexit
+import gc
 import logging
 import types
 
@@ -95,6 +96,10 @@ def apply_patches() -> None:
 
 
 def _close_process_group() -> None:
+    # The run's objects (the DDP wrapper holds the group) can sit in
+    # reference cycles until the interpreter is torn down, and gloo aborts a
+    # process whose group goes then: free them while Python still runs.
+    gc.collect()
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

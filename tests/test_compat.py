@@ -1,9 +1,14 @@
 """mmttsrn.compat: each patch applies only to the versions it was made for.
 """
+import gc
+import socket
+import weakref
+
 import mmdet
 import mmengine
 import numpy as np
 import pytest
+import torch
 from mmdet.evaluation.functional import ytviseval
 from mmengine.config import Config
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -73,3 +78,39 @@ def test_config_loading_starts_no_process_group(tmp_path):
     cfg = load_tool_config(str(config), launcher='pytorch')
     assert cfg.launcher == 'pytorch'
     assert not compat.dist.is_initialized()
+
+
+def test_cpu_process_group_is_closed_with_what_holds_it(monkeypatch, restore):
+    """The exit handler frees the run's objects (here a DDP wrapper in a
+    reference cycle, as mmengine's runner leaves it) before it destroys the
+    group: freed at interpreter teardown instead, gloo can abort the
+    process after a finished run."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    for key, value in dict(
+            MASTER_ADDR='127.0.0.1',
+            MASTER_PORT=str(port),
+            RANK='0',
+            LOCAL_RANK='0',
+            WORLD_SIZE='1').items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(compat.torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(compat.atexit, 'register', lambda fn: None)
+    gc.disable()
+    try:
+        compat.init_cpu_process_group(Config(dict(launcher='pytorch')))
+        assert compat.dist.is_initialized()
+        cycle = dict(ddp=torch.nn.parallel.DistributedDataParallel(
+            torch.nn.Linear(2, 2)))
+        cycle['self'] = cycle
+        ddp = weakref.ref(cycle['ddp'])
+        del cycle
+        assert ddp() is not None
+        compat._close_process_group()
+        assert ddp() is None
+        assert not compat.dist.is_initialized()
+    finally:
+        gc.enable()
+        if compat.dist.is_initialized():
+            compat.dist.destroy_process_group()
