@@ -5,6 +5,8 @@ and prints complete, consistent records.
 """
 import importlib.util
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -215,3 +217,33 @@ def test_bad_arguments():
         benchmark.parse_args([CONFIG, '--dtype', 'fp8'])
     with pytest.raises(FileNotFoundError, match='no_such.py'):
         benchmark.load_config('configs/no_such.py')
+
+
+def _gpu_benchmark(tmp_path, runs):
+    return subprocess.run(
+        ['bash', 'tools/analysis_tools/gpu_benchmark.sh',
+         str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        # `echo` stands in for Python: the runs' command lines are logged.
+        env={**os.environ, 'RUNS': runs, 'PYTHON': 'echo'},
+        timeout=60)
+
+
+def test_gpu_benchmark_script_does_the_runs_asked_for(tmp_path):
+    proc = _gpu_benchmark(tmp_path, 'train_bf16 predict_fp32')
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.glob('*.log')) == [
+        'predict_fp32.log', 'train_bf16.log'
+    ]
+    train = (tmp_path / 'train_bf16.log').read_text().split()
+    assert {'--train', 'bf16', 'model.backbone.with_cp=True'} <= set(train)
+    assert 'bf16' not in (tmp_path / 'predict_fp32.log').read_text()
+
+
+def test_gpu_benchmark_script_refuses_an_unknown_run(tmp_path):
+    proc = _gpu_benchmark(tmp_path / 'out', 'predict_bf16 predict_bf61')
+    assert proc.returncode == 2
+    assert "no run named 'predict_bf61'" in proc.stderr
+    assert not (tmp_path / 'out').exists()
