@@ -26,6 +26,7 @@ PEER=mmdet::mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py
 CLIP=(--frames "${FRAMES:-36}" --size ${SIZE:-300 540} --device "${DEVICE:-cuda}")
 CHECKPOINTING=(--cfg-options model.backbone.with_cp=True
                model.track_head.transformer.with_cp=True)
+# The names of the bench calls at the end; RUNS may name only these.
 NAMES=" predict_fp32 predict_bf16 train_fp32 train_bf16 predict_bf16_compile predict_fp32_compile "
 for name in ${RUNS:-}; do
     case "$NAMES" in *" $name "*) ;; *)
