@@ -75,10 +75,14 @@ def _check(record, mode='predict', dtype='fp32', repeats=1):
 
 
 def test_predict_compare_same_config(capsys):
-    records = _run(capsys, '--compare', CONFIG, '--repeats', '2')
+    records = _run(capsys, '--compare', CONFIG, '--repeats', '2',
+                   '--cfg-options', 'model.test_cfg.cuda_graphs=1')
     assert len(records) == 3
     for record in records[:2]:
         _check(record, repeats=2)
+    # Each record says what was set for its model only.
+    assert records[0]['cfg_options'] == {'model.test_cfg.cuda_graphs': 1}
+    assert records[1]['cfg_options'] is None
     # Same config and seed: the same model.
     assert records[0]['parameters'] == records[1]['parameters']
     ratio = records[2]
@@ -247,3 +251,25 @@ def test_gpu_benchmark_script_refuses_an_unknown_run(tmp_path):
     assert proc.returncode == 2
     assert "no run named 'predict_bf61'" in proc.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_gpu_benchmark_graph_runs_set_cuda_graphs_for_ttsrn_only(tmp_path):
+    proc = _gpu_benchmark(tmp_path, 'predict_bf16_compile_graph')
+    assert proc.returncode == 0, proc.stderr
+    line = (tmp_path / 'predict_bf16_compile_graph.log').read_text().split()
+    assert {'--compile', 'bf16', 'model.test_cfg.cuda_graphs=1'} <= set(line)
+    assert '--compare-cfg-options' not in line
+
+
+def test_gpu_benchmark_script_does_every_run_by_default(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'RUNS'}
+    proc = subprocess.run(
+        ['bash', 'tools/analysis_tools/gpu_benchmark.sh',
+         str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, 'PYTHON': 'echo'},
+        timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob('*.log'))) == 9

@@ -320,6 +320,7 @@ class Bench:
     model: torch.nn.Module
     step: Callable
     new_samples: Callable
+    cfg_options: Optional[dict] = None
     seconds: List[float] = field(default_factory=list)
     peak_mb: float = 0.0
 
@@ -390,7 +391,7 @@ def make_bench(config: str, cfg_options, args, device: torch.device) -> Bench:
             with autocast():
                 return model.predict(inputs, samples)
 
-    return Bench(config, model, step, new_samples)
+    return Bench(config, model, step, new_samples, cfg_options)
 
 
 def run_once(bench: Bench, device: torch.device, meter: MemoryMeter,
@@ -461,6 +462,7 @@ def summary(bench: Bench, args, device: torch.device, meter: MemoryMeter,
         device_name=device_name(device),
         dtype=args.dtype,
         compile=args.compile,
+        cfg_options=bench.cfg_options,
         frames=args.frames,
         size=list(args.size),
         warmup=args.warmup,

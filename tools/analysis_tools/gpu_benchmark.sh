@@ -2,7 +2,8 @@
 # The GPU figures of docs/benchmark.md in one run: the paper config on one
 # 36 x 300 x 540 clip against mmdet's Mask2Former-VIS R50 in the same process,
 # predict in fp32 and bf16 (with and without torch.compile), then one training
-# iteration in fp32 and bf16 with activation checkpointing.
+# iteration in fp32 and bf16 with activation checkpointing, then TT-SRN's
+# predict as CUDA graphs (test_cfg.cuda_graphs; the peer as it is).
 #
 #   tools/analysis_tools/gpu_benchmark.sh [OUT_DIR]
 #
@@ -11,7 +12,7 @@
 # reported and the next one starts. PYTHON overrides the interpreter
 # (default: the project's .venv when it exists, else python); DEVICE, FRAMES
 # and SIZE the clip, for a dry run (DEVICE=cpu FRAMES=2 SIZE="64 96"); RUNS
-# the names of the runs to do, separated by spaces (default: all six, in the
+# the names of the runs to do, separated by spaces (default: all nine, in the
 # order below).
 set -u
 cd "$(dirname "$0")/../.."
@@ -24,10 +25,15 @@ CONFIG=configs/ttsrn/ttsrn_yvis.py
 PEER=mmdet::mask2former_vis/mask2former_r50_8xb2-8e_youtubevis2019.py
 # shellcheck disable=SC2206
 CLIP=(--frames "${FRAMES:-36}" --size ${SIZE:-300 540} --device "${DEVICE:-cuda}")
+GRAPHS=(--cfg-options model.test_cfg.cuda_graphs=1)
 CHECKPOINTING=(--cfg-options model.backbone.with_cp=True
                model.track_head.transformer.with_cp=True)
 # The names of the bench calls at the end; RUNS may name only these.
-NAMES=" predict_fp32 predict_bf16 train_fp32 train_bf16 predict_bf16_compile predict_fp32_compile "
+NAMES=" predict_fp32 predict_bf16 train_fp32 train_bf16 predict_bf16_compile
+ predict_fp32_compile predict_bf16_graph predict_fp32_graph
+ predict_bf16_compile_graph "
+NAMES=$(echo $NAMES)
+NAMES=" $NAMES "
 for name in ${RUNS:-}; do
     case "$NAMES" in *" $name "*) ;; *)
         echo "RUNS: no run named '$name' (runs:$NAMES)" >&2; exit 2 ;; esac
@@ -55,3 +61,6 @@ bench train_fp32 --train --warmup 1 --repeats 3 "${CHECKPOINTING[@]}"
 bench train_bf16 --train --warmup 1 --repeats 3 --dtype bf16 "${CHECKPOINTING[@]}"
 bench predict_bf16_compile --dtype bf16 --compile
 bench predict_fp32_compile --compile
+bench predict_bf16_graph --dtype bf16 "${GRAPHS[@]}"
+bench predict_fp32_graph "${GRAPHS[@]}"
+bench predict_bf16_compile_graph --dtype bf16 --compile "${GRAPHS[@]}"

@@ -9,8 +9,8 @@ The stack runs on T*n instance-frames, so exact rewrites keep it cheap: the
 first conv's memory part is computed once per frame (a conv is linear in its
 input channels) and, on CPU, the 2-D stack runs on channels-last tensors and
 the deformable conv is evaluated with ``grid_sample`` (see
-:func:`deform_conv2d_by_sampling`); CPU inference can run the 2-D stack a
-few frames at a time (``cpu_frame_chunk``).
+:func:`deform_conv2d_by_sampling`; also in CUDA graphs); CPU inference can
+run the 2-D stack a few frames at a time (``cpu_frame_chunk``).
 """
 from typing import List, Optional, Sequence
 
@@ -23,7 +23,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-from ..layers.graph_capture import is_graph_capture
+from ..layers.graph_capture import is_graph_capture, is_stream_capturing
 from ..layers.init_cfg import pretrained_cfg
 from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
 
@@ -393,7 +393,10 @@ class SequenceMaskHead(BaseModule):
             x = self._add_fpn(x, feat, n, channels_last)
             if i < len(self.fpn_convs):
                 x = self.fpn_convs[i](x)
-        if x.device.type == 'cpu':
+        # torchvision launches its deformable conv kernels on CUDA's legacy
+        # default stream (pytorch/vision#9513), which a CUDA graph capture
+        # forbids.
+        if x.device.type == 'cpu' or is_stream_capturing():
             offset = self.offset_conv(x)
             deform = self.deform_conv
             x = deform_conv2d_by_sampling(x, offset, deform.weight,

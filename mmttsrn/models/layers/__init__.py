@@ -1,4 +1,5 @@
 from .convex_upsample import *  # noqa: F401,F403
+from .cuda_graph import *  # noqa: F401,F403
 from .dropout_attention import *  # noqa: F401,F403
 from .graph_capture import *  # noqa: F401,F403
 from .init_cfg import *  # noqa: F401,F403

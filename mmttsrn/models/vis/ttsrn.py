@@ -9,7 +9,7 @@ from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ..layers import is_graph_capture
+from ..layers import CUDAGraphCache, is_graph_capture
 from .video_tracks import VideoTracks
 
 __all__ = ['TTSRN']
@@ -50,7 +50,14 @@ class TTSRN(BaseMOTModel):
             (default None: every frame of a clip in one backbone call; an
             int: on the CPU, inference runs the backbone on at most this
             many frames at a time, so that its activations are small
-            enough for malloc to reuse and for the cache to hold; exact).
+            enough for malloc to reuse and for the cache to hold; exact)
+            and ``cuda_graphs`` (default 0; N > 0: inference on a GPU
+            records each clip's network forward into a CUDA graph and
+            replays it, keeping the graphs of the N clip shapes used last,
+            so that the host launches one graph per clip instead of
+            thousands of kernels; the deformable conv then runs as
+            ``grid_sample`` calls, equal up to rounding; see
+            docs/benchmark.md).
     """
 
     def __init__(self,
@@ -71,12 +78,20 @@ class TTSRN(BaseMOTModel):
             mask_thr=0.5,
             multi_label=False,
             drop_absent_frames=False,
-            cpu_backbone_chunk=None)
+            cpu_backbone_chunk=None,
+            cuda_graphs=0)
         self.test_cfg.update(test_cfg or {})
         chunk = self.test_cfg['cpu_backbone_chunk']
         if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
             raise ValueError('test_cfg.cpu_backbone_chunk must be None or a '
                              f'positive int, got {chunk!r}')
+        graphs = self.test_cfg['cuda_graphs']
+        if not isinstance(graphs, int) or isinstance(graphs,
+                                                     bool) or graphs < 0:
+            raise ValueError('test_cfg.cuda_graphs must be an int >= 0, got '
+                             f'{graphs!r}')
+        self._graphs = CUDAGraphCache(self._graphed_clip,
+                                      graphs) if graphs else None
         self.linker = TASK_UTILS.build(
             self.test_cfg.get('linker', dict(type='WindowLinker')))
 
@@ -271,16 +286,24 @@ class TTSRN(BaseMOTModel):
         ]
         return tuple(torch.cat(level) for level in zip(*feats))
 
+    @staticmethod
+    def _distinct_frames(inds: Tensor) -> Tuple[Tensor, Tensor]:
+        """Of a clip made of the video frames ``inds`` (T,): a position
+        (D,) in the clip of each of its D distinct frames, and the index
+        (T,) of each clip frame among them."""
+        distinct, inverse = torch.unique(inds, return_inverse=True)
+        # Any position of each distinct frame will do.
+        where = inverse.new_empty(len(distinct)).scatter_(
+            0, inverse, torch.arange(len(inds), device=inverse.device))
+        return where, inverse
+
     def extract_clip_feat(self, inputs: Tensor, inds: Tensor) -> tuple:
         """Backbone features of one clip (1, T, C, H, W) made of the video
         frames ``inds`` (T,), each distinct frame computed once (a video
         shorter than T repeats its frames)."""
-        distinct, inverse = torch.unique(inds, return_inverse=True)
-        if len(distinct) == len(inds):
+        where, inverse = self._distinct_frames(inds)
+        if len(where) == len(inds):
             return self._extract_frame_feat(inputs)
-        # A position of each distinct frame in the clip (any will do).
-        where = inverse.new_empty(len(distinct)).scatter_(
-            0, inverse, torch.arange(len(inds), device=inverse.device))
         feats = self._extract_frame_feat(inputs[:, where.to(inputs.device)])
         inverse = inverse.to(inputs.device)
         return tuple(f[inverse] for f in feats)
@@ -288,10 +311,35 @@ class TTSRN(BaseMOTModel):
     def _predict_clip(self, inputs: Tensor, pad_mask: Tensor,
                       inds: Tensor) -> dict:
         """The head's predictions for one clip (1, T, C, H, W) of the
-        video frames ``inds`` (T,): as ``TTSRNHead.predict_by_feat`` gives
-        them, plus ``embeds`` (n, d), each slot's last-layer decoder output
-        averaged over the clip, when the linker re-identifies
-        (``reid_thr``)."""
+        video frames ``inds`` (T,): see :meth:`_predict_feats`. With
+        ``test_cfg.cuda_graphs`` a clip on a GPU runs as a CUDA graph (one
+        per number of distinct frames and frame size)."""
+        if self._graphs is None or not inputs.is_cuda:
+            return self._predict_feats(
+                self.extract_clip_feat(inputs, inds), pad_mask)
+        where, inverse = self._distinct_frames(inds)
+        if len(where) == len(inds):
+            return self._graphs(inputs, pad_mask)
+        return self._graphs(inputs[:, where.to(inputs.device)], pad_mask,
+                            inverse.to(inputs.device))
+
+    def _graphed_clip(self,
+                      frames: Tensor,
+                      pad_mask: Tensor,
+                      inverse: Optional[Tensor] = None) -> dict:
+        """:meth:`_predict_feats` of a clip given by its D distinct frames
+        (1, D, C, H, W) and the index (T,) of each clip frame among them
+        (None: the frames are the clip); what ``cuda_graphs`` captures."""
+        feats = self.extract_feat(frames)
+        if inverse is not None:
+            feats = tuple(f[inverse] for f in feats)
+        return self._predict_feats(feats, pad_mask)
+
+    def _predict_feats(self, feats: tuple, pad_mask: Tensor) -> dict:
+        """The head's predictions for one clip's backbone features: as
+        ``TTSRNHead.predict_by_feat`` gives them, plus ``embeds`` (n, d),
+        each slot's last-layer decoder output averaged over the clip, when
+        the linker re-identifies (``reid_thr``)."""
         embeds: List[Tensor] = []
         cls_head = getattr(self.track_head, 'cls_head', None)
         hook = None
@@ -302,14 +350,27 @@ class TTSRN(BaseMOTModel):
             hook = cls_head.register_forward_pre_hook(
                 lambda _, args: embeds.append(args[0][-1, 0]))
         try:
-            clip, = self.track_head.predict(
-                self.extract_clip_feat(inputs, inds), pad_mask)
+            clip, = self.track_head.predict(feats, pad_mask)
         finally:
             if hook is not None:
                 hook.remove()
         if embeds:
             clip['embeds'] = embeds[-1].mean(1)
         return clip
+
+    def train(self, mode: bool = True) -> 'TTSRN':
+        """``nn.Module.train``; also drops the CUDA graphs (training moves
+        no parameter, but loading weights or a change of device may)."""
+        if getattr(self, '_graphs', None) is not None:
+            self._graphs.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .half() and the like give parameters new memory,
+        # which graphs captured before would not read.
+        if getattr(self, '_graphs', None) is not None:
+            self._graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def _post_process(self, tracks: dict, sample: TrackDataSample,
                       rescale: bool) -> List[InstanceData]:
