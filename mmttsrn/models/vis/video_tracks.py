@@ -49,6 +49,10 @@ class VideoTracks:
             above). Default True.
     """
 
+    # Without stream_rle, data_sample() up-samples the masks of as many
+    # frames at once as fit this many bytes of float32 at the output size.
+    upsample_bytes = 2**28
+
     def __init__(self,
                  num_classes: int,
                  test_cfg: dict,
@@ -61,10 +65,12 @@ class VideoTracks:
         self.rescale = rescale
         self.stream_rle = stream_rle
         # Per frame, with stream_rle: track id -> (RLE, or None when empty;
-        # x1y1x2y2 box); else the frame's slices of the chunk it came in.
+        # x1y1x2y2 box); else (chunk, frame's index in it) into _chunks, the
+        # added chunks' tensors.
         self._outputs: List[Union[Dict[int, Tuple[Optional[dict],
                                                   np.ndarray]],
-                                  Dict[str, Tensor]]] = []
+                                  Tuple[int, int]]] = []
+        self._chunks: List[Dict[str, Tensor]] = []
         # Per track: frames it covers, and sums over them of its highest
         # class probability, category votes and class probabilities.
         self._num_covered = torch.zeros(0, dtype=torch.long)
@@ -133,18 +139,22 @@ class VideoTracks:
             [out_w, out_h, out_w, out_h])
         if not self.stream_rle:
             self._outputs.extend(
+                (len(self._chunks), f) for f in range(len(inds)))
+            self._chunks.append(
                 dict(
                     track_ids=chunk['track_ids'],
-                    mask_probs=chunk['mask_probs'][:, f],
-                    covered=covered[:, f],
-                    linked=chunk['covered'][:, f],
-                    bboxes=bboxes[:, f].float()) for f in range(len(inds)))
+                    mask_probs=chunk['mask_probs'],
+                    covered=covered,
+                    linked=chunk['covered'],
+                    bboxes=bboxes.float()))
             return
         bboxes = bboxes.float().cpu().numpy()  # numpy has no bf16
         linked = chunk['covered'].cpu()
         for f in range(len(inds)):
             # One frame at a time: (m, out_h, out_w) at most.
-            masks = self._upsample(chunk['mask_probs'][:, f], covered[:, f])
+            frame = slice(f, f + 1)
+            masks = self._upsample(chunk['mask_probs'][:, frame],
+                                   covered[:, frame])[:, 0]
             masks = masks.cpu().numpy()
             rles = mask_util.encode(
                 np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
@@ -155,20 +165,21 @@ class VideoTracks:
             })
 
     def _upsample(self, mask_probs: Tensor, covered: Tensor) -> Tensor:
-        """Masks (m, h4, w4) of one frame -> (m, out_h, out_w) bool at the
-        output size, empty where ``covered`` (m,) is False."""
+        """Masks (m, F, h4, w4) of F frames -> (m, F, out_h, out_w) bool at
+        the output size, empty where ``covered`` (m, F) is False."""
         (img_h, img_w), pad, out = self._sizes()
-        masks = mask_probs[:, None]
-        if len(masks):
+        masks = mask_probs
+        if masks.numel():
+            # The frames are channels: bilinear resizing treats each alike.
             masks = F.interpolate(
                 masks, size=pad, mode='bilinear',
                 align_corners=False)[..., :img_h, :img_w]
             masks = F.interpolate(
                 masks, size=out, mode='bilinear', align_corners=False)
         else:
-            masks = masks.new_zeros(0, 1, *out)
-        masks = masks[:, 0] > self.test_cfg['mask_thr']
-        return masks & covered[:, None, None]
+            masks = masks.new_zeros(*masks.shape[:2], *out)
+        masks = masks > self.test_cfg['mask_thr']
+        return masks & covered[..., None, None]
 
     def _grow(self, num_tracks: int) -> None:
         extra = num_tracks - self.num_tracks
@@ -228,7 +239,9 @@ class VideoTracks:
         """
         kept = self.kept
         if not self.stream_rle:
-            return self._instances_from_probs(t, kept, encode)
+            chunk, f = self._outputs[t]
+            return self._instances_from_probs(chunk, slice(f, f + 1), kept,
+                                              encode)[0]
         outputs = self._outputs[t]
         _, _, (out_h, out_w) = self._sizes()
         empty = (None, np.zeros(4, np.float32))
@@ -262,9 +275,35 @@ class VideoTracks:
         # its first frame (an f-string outside its assert), and printing
         # masks that are on a GPU waits for the GPU once per printed value.
         sample.video_data_samples = list(self.frames)
-        for t, frame in enumerate(sample.video_data_samples):
-            frame.pred_track_instances = self.instances(t, encode)
+        if self.stream_rle:
+            per_frame = [self.instances(t, encode) for t in range(len(self))]
+        else:
+            # A chunk's frames at once: a few large ops instead of many
+            # small ones per frame (kernel launches, on a GPU).
+            kept = self.kept
+            per_frame = []
+            for chunk, frames in self._chunk_frames():
+                per_frame += self._instances_from_probs(
+                    chunk, frames, kept, encode)
+        for frame, instances in zip(sample.video_data_samples, per_frame):
+            frame.pred_track_instances = instances
         return sample
+
+    def _chunk_frames(self) -> List[Tuple[int, slice]]:
+        """(chunk, slice of its frames) of the frames added, in order
+        (without ``stream_rle``), each slice's masks at most
+        ``upsample_bytes`` of float32 at the output size."""
+        _, _, (out_h, out_w) = self._sizes()
+        per_frame = max(1, len(self.kept['tracks'])) * out_h * out_w * 4
+        step = max(1, self.upsample_bytes // per_frame)
+        runs: List[Tuple[int, slice]] = []
+        for chunk, f in self._outputs:
+            last = runs[-1] if runs else None
+            if last and last[0] == chunk and f - last[1].start < step:
+                runs[-1] = (chunk, slice(last[1].start, f + 1))
+            else:
+                runs.append((chunk, slice(f, f + 1)))
+        return runs
 
     @staticmethod
     def _frame_instances(masks, bboxes: Tensor,
@@ -277,38 +316,48 @@ class VideoTracks:
             labels=kept['labels'],
             instances_id=kept['instances_id'])
 
-    def _instances_from_probs(self, t: int, kept: Dict[str, Tensor],
-                              encode: bool) -> InstanceData:
-        """:meth:`instances` without ``stream_rle``: each kept track's mask
+    def _instances_from_probs(self, chunk: int, frames: slice,
+                              kept: Dict[str, Tensor],
+                              encode: bool) -> List[InstanceData]:
+        """:meth:`instances` of the frames ``frames`` of the added chunk
+        ``chunk``, without ``stream_rle``: each kept track's masks are
         up-sampled once (with ``multi_label`` a track may be kept under
-        several categories)."""
-        frame = self._outputs[t]
-        ids = frame['track_ids']
-        device = frame['bboxes'].device
+        several categories), all frames in the same ops."""
+        outputs = self._chunks[chunk]
+        ids = outputs['track_ids']
+        device = outputs['bboxes'].device
         kept = self._kept_on(kept, device)
         tracks, inverse = kept['distinct'], kept['inverse']
         _, _, out = self._sizes()
+        num_frames = len(range(*frames.indices(outputs['covered'].shape[1])))
         if len(ids) and len(tracks):
-            # Where each kept track is in this frame's chunk, -1 if absent.
+            # Where each kept track is in the chunk, -1 if absent.
             where = ids.new_full((self.num_tracks, ), -1)
             where[ids] = torch.arange(len(ids), device=ids.device)
             where = where[tracks]
             found = where >= 0
             where = where.clamp(min=0)
-            masks = self._upsample(frame['mask_probs'][where],
-                                   frame['covered'][where] & found)
-            linked = frame['linked'][where] & found
-            bboxes = frame['bboxes'][where] * linked[:, None]
+            masks = self._upsample(
+                outputs['mask_probs'][where, frames],
+                outputs['covered'][where, frames] & found[:, None])
+            linked = outputs['linked'][where, frames] & found[:, None]
+            bboxes = outputs['bboxes'][where, frames] * linked[..., None]
         else:
             masks = torch.zeros(
-                len(tracks), *out, dtype=torch.bool, device=device)
-            bboxes = torch.zeros(len(tracks), 4, device=device)
+                len(tracks), num_frames, *out, dtype=torch.bool,
+                device=device)
+            bboxes = torch.zeros(len(tracks), num_frames, 4, device=device)
         masks, bboxes = masks[inverse], bboxes[inverse]
         if encode:
-            masks = mask_util.encode(
-                np.asfortranarray(
-                    masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8)))
-        return self._frame_instances(masks, bboxes, kept)
+            # pycocotools encodes (H, W, k) masks: one call per frame.
+            masks = masks.permute(1, 2, 3, 0).cpu().numpy().astype(np.uint8)
+            masks = [mask_util.encode(np.asfortranarray(m)) for m in masks]
+        else:
+            masks = masks.unbind(1)
+        return [
+            self._frame_instances(m, b, kept)
+            for m, b in zip(masks, bboxes.unbind(1))
+        ]
 
     def _kept_on(self, kept: Dict[str, Tensor],
                  device: torch.device) -> Dict[str, Tensor]:

@@ -112,3 +112,35 @@ def test_data_sample_attaches_instances_without_printing_them(
             assert torch.equal(got[key], want[key]), key
     encoded = video.data_sample(encode=True).video_data_samples[0]
     assert isinstance(encoded.pred_track_instances.masks[0], dict)
+
+
+@pytest.mark.parametrize('frames_per_call,sizes', [
+    (100, [2, 3, 2]),  # the third chunk has no track: nothing to resize
+    (2, [2, 2, 1, 2]),
+    (1, [1] * 7),
+    (0, [1] * 7),
+])
+def test_data_sample_upsamples_frames_together_as_memory_allows(
+        frames_per_call, sizes, monkeypatch):
+    """Without stream_rle, data_sample() up-samples the frames of a chunk
+    together, as many as ``upsample_bytes`` allows (one at least), with the
+    masks of one frame at a time."""
+    cfg = dict(mask_thr=0.5, score_thr=0.0, max_per_video=10)
+    video = VideoTracks(K, cfg, _frames(8), True, stream_rle=False)
+    for chunk in _chunks(torch.Generator().manual_seed(1)):
+        video.add(chunk)
+    expected = [video.instances(t) for t in range(8)]
+    per_frame = len(video.kept['tracks']) * 57 * 81 * 4
+    monkeypatch.setattr(video, 'upsample_bytes', frames_per_call * per_frame)
+    calls = []
+    upsample = video._upsample
+    monkeypatch.setattr(
+        video, '_upsample',
+        lambda probs, covered: calls.append(probs.shape[1]) or upsample(
+            probs, covered))
+    got = [f.pred_track_instances
+           for f in video.data_sample().video_data_samples]
+    assert calls == sizes
+    for a, b in zip(got, expected):
+        assert torch.equal(a.masks, b.masks)
+        assert torch.equal(a.bboxes, b.bboxes)
