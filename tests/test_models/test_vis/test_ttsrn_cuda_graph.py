@@ -4,7 +4,6 @@ eager ones (GPU tests skip without CUDA)."""
 import pytest
 import torch
 from mmdet.registry import MODELS
-
 from test_ttsrn import make_video, tiny_model_cfg
 
 cuda = pytest.mark.skipif(
