@@ -9,7 +9,7 @@ The stack runs on T*n instance-frames, so exact rewrites keep it cheap: the
 first conv's memory part is computed once per frame (a conv is linear in its
 input channels) and, on CPU, the 2-D stack runs on channels-last tensors and
 the deformable conv is evaluated with ``grid_sample`` (see
-:func:`deform_conv2d_by_sampling`; also in CUDA graphs); CPU inference can
+:func:`deform_conv2d_by_sampling`; so is GPU inference); CPU inference can
 run the 2-D stack a few frames at a time (``cpu_frame_chunk``).
 """
 from typing import List, Optional, Sequence
@@ -40,6 +40,20 @@ def _memory_format(x: Tensor) -> torch.memory_format:
     if x.device.type == 'cpu':
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _sampled_deform_conv(x: Tensor) -> bool:
+    """Whether the deformable conv on x runs as ``grid_sample`` calls
+    (:func:`deform_conv2d_by_sampling`) rather than torchvision's kernel.
+
+    On the CPU, always: torchvision's kernel runs in one thread. On a GPU,
+    for inference: every tap in three large ops takes less time than
+    torchvision's kernel (docs/benchmark.md); and a CUDA graph capture
+    needs it: torchvision up to 0.26 launches its kernels on the legacy
+    default stream (pytorch/vision#9513), outside the captured stream.
+    """
+    return (x.device.type == 'cpu' or not torch.is_grad_enabled()
+            or is_stream_capturing())
 
 
 def _check_groups(channels: Sequence[int], groups: int, name: str) -> None:
@@ -393,10 +407,7 @@ class SequenceMaskHead(BaseModule):
             x = self._add_fpn(x, feat, n, channels_last)
             if i < len(self.fpn_convs):
                 x = self.fpn_convs[i](x)
-        # torchvision launches its deformable conv kernels on CUDA's legacy
-        # default stream (pytorch/vision#9513), which a CUDA graph capture
-        # forbids.
-        if x.device.type == 'cpu' or is_stream_capturing():
+        if _sampled_deform_conv(x):
             offset = self.offset_conv(x)
             deform = self.deform_conv
             x = deform_conv2d_by_sampling(x, offset, deform.weight,

@@ -53,6 +53,27 @@ def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
     return torch.stack([grid_x, grid_y], -1)
 
 
+def _all_tap_grids(offset: Tensor, kh: int, kw: int,
+                   in_size: Tuple[int, int], padding: int,
+                   dilation: int) -> Tensor:
+    """:func:`_tap_grid` of every tap at once: (N*kh*kw, h, w, 2).
+
+    Args:
+        offset (Tensor): (N, kh*kw, 2, h, w); the grid takes its dtype.
+    """
+    H, W = in_size
+    h, w = offset.shape[-2:]
+    taps = torch.arange(kh * kw, device=offset.device)
+    tap_y = (taps // kw * dilation - padding).to(offset.dtype)
+    tap_x = (taps % kw * dilation - padding).to(offset.dtype)
+    ys = torch.arange(h, device=offset.device, dtype=offset.dtype)
+    xs = torch.arange(w, device=offset.device, dtype=offset.dtype)
+    grid_x = (2 * (xs + tap_x[:, None, None] + offset[:, :, 1]) + 1) / W - 1
+    grid_y = (2 * (ys[:, None] + tap_y[:, None, None] + offset[:, :, 0]) +
+              1) / H - 1
+    return torch.stack([grid_x, grid_y], -1).flatten(0, 1)
+
+
 def _sample(projected: Tensor, grid: Tensor) -> Tensor:
     """Bilinear samples (N, C, h, w) of channels-last rows ``projected``
     (N, H, W, C) at ``grid``, zero outside."""
@@ -124,11 +145,41 @@ def _tap_sum(x: Tensor,
     return out
 
 
+def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
+                  dilation: int) -> Tensor:
+    """:func:`_tap_sum` in float32 with every tap in the same three ops:
+    a 1x1 conv projects x to each tap's ``C_out`` channels, (N, kh*kw*C_out,
+    H, W), which is (N*kh*kw, C_out, H, W) without a copy; one
+    ``grid_sample`` samples each tap's image at its positions; a sum adds
+    the taps. Few large ops for a GPU, at the cost of kh*kw projections in
+    memory at once (see :func:`deform_conv2d_by_sampling`)."""
+    N, _, H, W = x.shape
+    out_channels, in_channels, kh, kw = weight.shape
+    taps = kh * kw
+    h, w = offset.shape[-2:]
+    kernels = weight.permute(2, 3, 0, 1).reshape(taps * out_channels,
+                                                 in_channels, 1, 1)
+    # float32 as torchvision's kernel, also under autocast.
+    with torch.autocast(x.device.type, enabled=False):
+        projected = F.conv2d(x.float(), kernels.float())
+        grid = _all_tap_grids(
+            offset.float().reshape(N, taps, 2, h, w), kh, kw, (H, W),
+            padding, dilation)
+        sampled = F.grid_sample(
+            projected.view(N * taps, out_channels, H, W),
+            grid,
+            mode='bilinear',
+            padding_mode='zeros',
+            align_corners=False)
+    return sampled.view(N, taps, out_channels, h, w).sum(1)
+
+
 def _batch_slices(x: Tensor, offset: Tensor, out_channels: int,
                   chunk_bytes: int) -> List[slice]:
     """Slices of the batch whose per-tap tensors (x's projection, its
     samples and their gradients: at most ``out_channels`` float32 channels
-    of an image) stay under ``chunk_bytes``, one image at least."""
+    of an image) stay under ``chunk_bytes``, one image at least (for
+    :func:`_all_taps_sum`, ``out_channels`` counts every tap's)."""
     N, _, H, W = x.shape
     h, w = offset.shape[-2:]
     per_image = max(H * W, h * w) * out_channels * 4
@@ -236,14 +287,16 @@ def deform_conv2d_by_sampling(x: Tensor,
                               bias: Optional[Tensor] = None,
                               padding: int = 1,
                               dilation: int = 1,
-                              chunk_bytes: int = 4 * 2**20) -> Tensor:
+                              chunk_bytes: int = 4 * 2**20,
+                              cuda_chunk_bytes: int = 2**28) -> Tensor:
     """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
     modulation mask) written with ``F.grid_sample``.
 
     Zero padding outside the image and the bilinear weights are
     torchvision's. Training in float32 or float64 (autograd on, no autocast,
-    no graph capture) runs :class:`_SampledDeformConv2d`; everything else
-    runs the same tap sum with autograd's own ops.
+    no graph capture) runs :class:`_SampledDeformConv2d`; inference on a
+    GPU runs :func:`_all_taps_sum`; everything else runs the same tap sum
+    with autograd's own ops.
 
     Args:
         x (Tensor): Input (N, C_in, H, W); channels-last saves a copy.
@@ -253,11 +306,15 @@ def deform_conv2d_by_sampling(x: Tensor,
         bias (Tensor, optional): (C_out,).
         padding (int): Zero padding of both sides. Defaults to 1.
         dilation (int): Kernel dilation. Defaults to 1.
-        chunk_bytes (int): Inference without graph capture runs the batch
-            in slices whose per-tap tensors stay under this many bytes (one
-            image per slice at least), and so does the sampling backward of
-            training. Defaults to 4 MiB, well under glibc's largest mmap
-            threshold (32 MiB).
+        chunk_bytes (int): CPU inference without graph capture runs the
+            batch in slices whose per-tap tensors stay under this many bytes
+            (one image per slice at least), and so does the sampling
+            backward of training. Defaults to 4 MiB, well under glibc's
+            largest mmap threshold (32 MiB).
+        cuda_chunk_bytes (int): GPU inference (also in CUDA graphs) runs
+            every tap at once (:func:`_all_taps_sum`) on slices of the batch
+            whose projections of all taps stay under this many bytes (one
+            image per slice at least). Defaults to 256 MiB.
 
     Returns:
         Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
@@ -276,6 +333,13 @@ def deform_conv2d_by_sampling(x: Tensor,
             and x.dtype in (torch.float32, torch.float64)):
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation,
                                          chunk_bytes)
+    elif not needs_grad and x.is_cuda:
+        out = x.new_empty(N, weight.shape[0], out_h, out_w,
+                          dtype=torch.float32)
+        for piece in _batch_slices(x, offset, kh * kw * weight.shape[0],
+                                   cuda_chunk_bytes):
+            out[piece] = _all_taps_sum(x[piece], offset[piece], weight,
+                                       padding, dilation)
     elif not needs_grad and not is_graph_capture():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)

@@ -3,7 +3,8 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.layers import deform_conv2d_by_sampling
-from mmttsrn.models.layers.sampled_deform_conv import (_SampledDeformConv2d,
+from mmttsrn.models.layers.sampled_deform_conv import (_all_taps_sum,
+                                                       _SampledDeformConv2d,
                                                        _tap_sum)
 
 
@@ -155,3 +156,40 @@ def test_checks_offset_shape():
     with pytest.raises(ValueError, match='offset must have shape'):
         deform_conv2d_by_sampling(x, torch.zeros(2, 9, 5, 5),
                                   torch.randn(3, 4, 3, 3))
+
+
+@pytest.mark.parametrize('dilation', [1, 2])
+@pytest.mark.parametrize('kernel', [(3, 3), (1, 3)])
+def test_all_taps_at_once_match_torchvision(dilation, kernel):
+    """The GPU path's three ops (every tap's projection, one grid_sample,
+    a sum over taps) give torchvision's values, here on the CPU."""
+    x, _, _, _ = _args()
+    kh, kw = kernel
+    weight = torch.randn(5, 6, kh, kw)
+    pad = dilation * (kw // 2)
+    out_h = 7 + 2 * pad - dilation * (kh - 1)
+    offset = 3 * torch.randn(3, 2 * kh * kw, out_h, 11)
+    expected = deform_conv2d(
+        x, offset, weight, padding=(pad, pad), dilation=dilation)
+    with torch.no_grad():
+        got = _all_taps_sum(x, offset, weight, pad, dilation)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('cuda_chunk_bytes', [1, 2**28])
+def test_gpu_inference_matches_torchvision(cuda_chunk_bytes):
+    """On a GPU without autograd, in slices of the batch or all at once,
+    also under bf16 autocast (sampled in float32 as torchvision's)."""
+    x, offset, weight, bias = (t.cuda() for t in _args())
+    expected = deform_conv2d(x, offset, weight, bias, padding=1)
+    with torch.no_grad():
+        got = deform_conv2d_by_sampling(
+            x, offset, weight, bias, cuda_chunk_bytes=cuda_chunk_bytes)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            got = deform_conv2d_by_sampling(
+                x, offset, weight, bias, cuda_chunk_bytes=cuda_chunk_bytes)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
