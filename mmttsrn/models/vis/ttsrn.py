@@ -55,9 +55,7 @@ class TTSRN(BaseMOTModel):
             records each clip's network forward into a CUDA graph and
             replays it, keeping the graphs of the N clip shapes used last,
             so that the host launches one graph per clip instead of
-            thousands of kernels; the deformable conv then runs as
-            ``grid_sample`` calls, equal up to rounding; see
-            docs/benchmark.md).
+            thousands of kernels; see docs/train_test.md).
     """
 
     def __init__(self,
