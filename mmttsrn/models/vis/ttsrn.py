@@ -357,8 +357,11 @@ class TTSRN(BaseMOTModel):
         return clip
 
     def train(self, mode: bool = True) -> 'TTSRN':
-        """``nn.Module.train``; also drops the CUDA graphs (training moves
-        no parameter, but loading weights or a change of device may)."""
+        """``nn.Module.train``; also drops the CUDA graphs. A graph reads
+        the memory its parameters had at the capture: weights loaded in
+        place reach it, a parameter replaced (``.data = ...``, a new
+        ``nn.Parameter``) would not. Dropping them at every switch (so
+        around each validation) costs one capture per clip shape."""
         if getattr(self, '_graphs', None) is not None:
             self._graphs.clear()
         return super().train(mode)
