@@ -38,7 +38,8 @@ def _drop_empty_mask(mask: Optional[Tensor]) -> Optional[Tensor]:
     (B, heads, L, S) weights; clips whose frames need no padding at stride 32
     (e.g. 300x540 in 320x544) have an all-False mask. The test reads one
     value back from the device, once per encoder or decoder call. A graph
-    being compiled or exported keeps the mask: it must hold for every input.
+    being compiled, exported or captured (CUDA graphs) keeps the mask: it
+    must hold for every input, and a capture cannot read values back.
     """
     if mask is None or is_graph_capture() or mask.any():
         return mask
