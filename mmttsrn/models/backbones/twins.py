@@ -12,6 +12,7 @@ from torch import Tensor
 
 from mmttsrn.engine.checkpoint import load_pretrained_file
 from ..layers.init_cfg import pretrained_cfg
+from ..layers.window_attention import WindowAttention
 
 __all__ = ['TwinsSVT', 'convert_twins_state_dict']
 
@@ -184,14 +185,11 @@ class TwinsSVT(BaseModule):
         self.pos_drops = twins.pos_drops[:self.num_stages]
         self.blocks = twins.blocks[:self.num_stages]
         self.pos_block = twins.pos_block[:self.num_stages]
-        # timm hands the locally-grouped attention's 5-D windows (N,
-        # windows, heads, ws*ws, d) to SDPA, which no fused kernel takes:
-        # PyTorch's math fallback, with its fully-masked-row checks, ran
-        # 2-3x slower on the CPU than timm's own unfused attention (same
-        # function up to rounding; docs/benchmark.md).
-        for module in self.blocks.modules():
-            if isinstance(module, LocallyGroupedAttn):
-                module.fused_attn = False
+        # timm's locally-grouped attention gives SDPA 5-D windows, which no
+        # fused kernel takes; WindowAttention folds them into the batch.
+        for block in self.blocks.modules():
+            if isinstance(getattr(block, 'attn', None), LocallyGroupedAttn):
+                block.attn = WindowAttention(block.attn)
         self._freeze_stages()
 
     def _stage_modules(self, i: int) -> Tuple[nn.Module, ...]:

@@ -8,3 +8,4 @@ from .positional_encoding import *  # noqa: F401,F403
 from .sampled_deform_conv import *  # noqa: F401,F403
 from .siren import *  # noqa: F401,F403
 from .transformer import *  # noqa: F401,F403
+from .window_attention import *  # noqa: F401,F403

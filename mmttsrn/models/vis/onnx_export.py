@@ -14,16 +14,10 @@ size divisor), with the clip's pad mask::
 i.e. the last layer of ``TTSRNHead.forward``. Windows, linking and
 post-processing stay in PyTorch (:mod:`mmttsrn.apis.onnx_inference`).
 
-Two workarounds make torch 2.14's exporter (``dynamo=True``, the default) and
-onnxruntime accept the model; neither changes a number:
-
-- timm's Twins attention calls ``scaled_dot_product_attention`` on 5-D
-  tensors, which torch's ONNX translation refuses (4-D only):
-  :func:`sdpa_any_rank` writes it with ``MatMul`` and ``Softmax``, which
-  broadcast over any number of leading dims.
-- onnxruntime has no ``Where`` kernel for bool tensors (the masked-attention
-  masks): :func:`replace_bool_where` rewrites each as
-  ``(c and x) or (not c and y)``.
+The exporter is torch 2.14's (``dynamo=True``, the default). One workaround
+makes onnxruntime accept the model without changing a number: onnxruntime
+has no ``Where`` kernel for bool tensors (the masked-attention masks), so
+:func:`replace_bool_where` rewrites each as ``(c and x) or (not c and y)``.
 
 Export runs on the CPU, where the mask head evaluates its deformable conv
 with ``grid_sample`` (:func:`deform_conv2d_by_sampling`), so the graph holds
@@ -33,7 +27,7 @@ import json
 import logging
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,7 +36,7 @@ from torch import Tensor
 
 __all__ = [
     'TTSRNClipExport', 'INPUT_NAMES', 'OUTPUT_NAMES', 'CLASSES_KEY',
-    'sdpa_any_rank', 'replace_bool_where', 'padded_size', 'random_clip',
+    'replace_bool_where', 'padded_size', 'random_clip',
     'export_onnx', 'compare_with_pytorch'
 ]
 
@@ -71,38 +65,6 @@ class TTSRNClipExport(nn.Module):
         outs = self.model.track_head(self.model.extract_feat(inputs), pad_mask)
         return (outs['cls_scores'][-1], outs['bbox_preds'][-1],
                 outs['mask_preds'])
-
-
-def sdpa_any_rank(query,
-                  key,
-                  value,
-                  attn_mask=None,
-                  dropout_p: float = 0.0,
-                  is_causal: bool = False,
-                  scale: Optional[float] = None,
-                  enable_gqa: bool = False):
-    """ONNX translation of ``aten.scaled_dot_product_attention`` that also
-    takes inputs of more than 4 dims (without mask, as timm's Twins calls it).
-
-    4-D inputs go to torch's own translation.
-    """
-    from onnxscript import opset18 as op
-    from onnxscript.function_libs.torch_lib.ops.nn import \
-        aten_scaled_dot_product_attention
-    if len(query.shape) == 4:
-        return aten_scaled_dot_product_attention(query, key, value, attn_mask,
-                                                 dropout_p, is_causal, scale,
-                                                 enable_gqa)
-    if attn_mask is not None or is_causal or enable_gqa:
-        raise NotImplementedError(
-            'scaled_dot_product_attention on inputs of '
-            f'{len(query.shape)} dims is exported only without a mask')
-    rank = len(query.shape)
-    key_t = op.Transpose(key, perm=[*range(rank - 2), rank - 1, rank - 2])
-    if scale is None:
-        scale = query.shape[-1]**-0.5
-    logits = op.Mul(op.MatMul(query, key_t), op.CastLike(scale, query))
-    return op.MatMul(op.Softmax(logits, axis=-1), value)
 
 
 def replace_bool_where(model_proto) -> int:
@@ -204,10 +166,6 @@ def export_onnx(model: nn.Module,
                 opset_version=opset_version,
                 input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES),
-                custom_translation_table={
-                    torch.ops.aten.scaled_dot_product_attention.default:
-                    sdpa_any_rank
-                },
                 verbose=False)
     finally:
         optimizer_log.setLevel(level)
