@@ -3,6 +3,7 @@ from .cuda_graph import *  # noqa: F401,F403
 from .dropout_attention import *  # noqa: F401,F403
 from .graph_capture import *  # noqa: F401,F403
 from .init_cfg import *  # noqa: F401,F403
+from .low_precision_norm import *  # noqa: F401,F403
 from .mask_shape_encoder import *  # noqa: F401,F403
 from .positional_encoding import *  # noqa: F401,F403
 from .sampled_deform_conv import *  # noqa: F401,F403

@@ -9,7 +9,7 @@ from mmdet.utils import OptConfigType, OptMultiConfig
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ..layers import CUDAGraphCache, is_graph_capture
+from ..layers import CUDAGraphCache, is_graph_capture, low_precision_norms
 from .video_tracks import VideoTracks
 
 __all__ = ['TTSRN']
@@ -55,7 +55,12 @@ class TTSRN(BaseMOTModel):
             records each clip's network forward into a CUDA graph and
             replays it, keeping the graphs of the N clip shapes used last,
             so that the host launches one graph per clip instead of
-            thousands of kernels; see docs/train_test.md).
+            thousands of kernels; see docs/train_test.md) and
+            ``low_precision_norms`` (default True: in GPU inference under
+            bf16/fp16 autocast the layer and group norms take and return
+            the low-precision dtype, as CPU autocast does, instead of
+            float32 that the next conv or linear casts back; the
+            statistics stay float32. False: autocast's float32 norms).
     """
 
     def __init__(self,
@@ -77,8 +82,14 @@ class TTSRN(BaseMOTModel):
             multi_label=False,
             drop_absent_frames=False,
             cpu_backbone_chunk=None,
-            cuda_graphs=0)
+            cuda_graphs=0,
+            low_precision_norms=True)
         self.test_cfg.update(test_cfg or {})
+        if not isinstance(self.test_cfg['low_precision_norms'], bool):
+            raise ValueError('test_cfg.low_precision_norms must be a bool, '
+                             f"got {self.test_cfg['low_precision_norms']!r}")
+        if self.test_cfg['low_precision_norms']:
+            low_precision_norms(self)
         chunk = self.test_cfg['cpu_backbone_chunk']
         if chunk is not None and (not isinstance(chunk, int) or chunk < 1):
             raise ValueError('test_cfg.cpu_backbone_chunk must be None or a '
