@@ -25,11 +25,8 @@ def build(*low_precision_norms):
 
 
 def norm_types(model):
-    return {
-        type(m)
-        for m in model.modules() if isinstance(m, (nn.LayerNorm,
-                                                    nn.GroupNorm))
-    }
+    norms = (nn.LayerNorm, nn.GroupNorm)
+    return {type(m) for m in model.modules() if isinstance(m, norms)}
 
 
 @pytest.mark.parametrize('bad', [1, 'yes', None])

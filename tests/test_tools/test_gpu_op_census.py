@@ -1,0 +1,65 @@
+"""tools/analysis_tools/gpu_op_census.py on the tiny synthetic config: it
+runs without a GPU, counts what a change removes, and leaves no global
+state behind."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmttsrn.models.layers.graph_capture as graph_capture
+
+ROOT = Path(__file__).parents[2]
+CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
+TINY = ['--frames', '3', '--size', '64', '96']
+
+
+def _tool():
+    path = ROOT / 'tools' / 'analysis_tools' / 'gpu_op_census.py'
+    spec = importlib.util.spec_from_file_location('gpu_op_census', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+census = _tool()
+
+
+def _run(capsys, *args):
+    record = census.main([CONFIG, *TINY, *args])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == record
+    return record
+
+
+@pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
+def test_census_record(capsys, dtype):
+    sdpa = F.scaled_dot_product_attention
+    record = _run(capsys, '--dtype', dtype, '--top', '3')
+    assert record['dtype'] == dtype and record['frames'] == 3
+    assert record['kernels'] > 100 and record['gb_moved'] > 0
+    assert len(record['by_op']) == 3
+    ops = {op['op'] for op in record['by_op']}
+    assert 'convolution' in ops or 'addmm' in ops
+    for kind in ('casts', 'layout_copies'):
+        assert len(record[kind]['by_module']) <= 3
+        assert record[kind]['count'] >= sum(
+            row['count'] for row in record[kind]['by_module'])
+    # Autocast casts activations; float32 casts only what is cast by hand
+    # (the deformable conv's sampling grid, the pad mask, ...).
+    if dtype == 'bf16':
+        assert record['casts']['gb'] > 0
+    # Nothing is left patched or switched on.
+    assert F.scaled_dot_product_attention is sdpa
+    assert not graph_capture.is_stream_capturing()
+    assert not torch.is_autocast_enabled('cuda')
+
+
+def test_census_counts_the_float32_copies_of_autocast_norms(capsys):
+    kept = _run(capsys)
+    off = _run(capsys, '--cfg-options',
+               'model.test_cfg.low_precision_norms=False')
+    assert kept['casts']['gb'] < off['casts']['gb']
+    assert kept['gb_moved'] < off['gb_moved']
