@@ -15,6 +15,7 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
@@ -41,6 +42,12 @@ def parse_args():
         help='draw the predictions of each frame into this dir (loads each '
         'video whole)')
     parser.add_argument(
+        '--dtype',
+        choices=['fp32', 'bf16', 'fp16'],
+        default='fp32',
+        help='run the model under torch.autocast with this dtype (mmengine '
+        "TestLoop's fp16 switch); the CPU takes bf16 only")
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -66,13 +73,28 @@ def read_lazily(dataset: dict) -> None:
         ]
 
 
+def use_autocast(cfg, dtype: str) -> None:
+    """Run the test loop under ``torch.autocast`` with ``dtype`` (bf16 or
+    fp16): mmengine's ``TestLoop(fp16=True)`` opens autocast with the
+    device's autocast dtype (always bf16 on the CPU), which is set here."""
+    if torch.cuda.is_available():
+        torch.set_autocast_dtype(
+            'cuda', dict(bf16=torch.bfloat16, fp16=torch.float16)[dtype])
+    cfg.test_cfg.fp16 = True
+
+
 def main():
     args = parse_args()
     # Checked before the model and data are built, to fail fast.
+    if args.dtype == 'fp16' and not torch.cuda.is_available():
+        raise ValueError('--dtype fp16 needs a GPU: autocast on the CPU '
+                         'runs bf16 only')
     check_checkpoint_file(args.checkpoint)
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
                            args.work_dir)
     cfg.load_from = args.checkpoint
+    if args.dtype != 'fp32':
+        use_autocast(cfg, args.dtype)
 
     if args.format_only:
         cfg.test_evaluator.format_only = True

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 
 # Trainings and tests run as processes: `make test-fast` leaves them out.
@@ -95,6 +96,27 @@ def test_train_then_test_writes_a_valid_submission(tiny_config, tmp_path,
     assert (work_dir / 'results.submission_file.zip').is_file()
     _check_results(work_dir / 'results.json',
                    synthetic_root / 'annotations' / 'valid.json')
+
+    # bf16 autocast (the CPU's only autocast dtype) through TestLoop.fp16.
+    bf16_dir = tmp_path / 'bf16'
+    out = _run(sys.executable, 'tools/test.py', tiny_config, ckpt,
+               '--work-dir', bf16_dir, '--dtype', 'bf16')
+    assert 'youtube_vis/segm_mAP' in out
+    assert 'fp16=True' in ''.join(
+        p.read_text() for p in bf16_dir.rglob('*.py'))
+    _check_results(bf16_dir / 'results.json',
+                   synthetic_root / 'annotations' / 'valid.json')
+
+
+def test_fp16_needs_a_gpu(tiny_config, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip('has a GPU')
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', tiny_config,
+         str(tmp_path / 'missing.pth'), '--dtype', 'fp16'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert '--dtype fp16 needs a GPU' in proc.stderr
 
 
 def test_format_only_on_the_unannotated_split(tiny_config, tmp_path,
