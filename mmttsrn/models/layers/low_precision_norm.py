@@ -28,12 +28,14 @@ def _cast(param, dtype):
 class LowPrecisionLayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` that, in CUDA inference under autocast, normalises a
     bfloat16/float16 input in its own dtype (statistics in float32, as the
-    kernel always computes them) instead of casting it to float32 and
-    returning float32, as CPU autocast already does.
+    kernel always computes them; weight and bias cast to that dtype)
+    instead of casting it to float32 and returning float32, as CPU autocast
+    already does. Elsewhere it is ``nn.LayerNorm``.
 
-    The convs and linears after a norm cast its output back to the
-    low-precision dtype anyway, so the float32 copies in between only cost
-    memory traffic (docs/benchmark.md). Elsewhere it is ``nn.LayerNorm``.
+    Most norms feed convs and linears, which cast a float32 output back to
+    the low-precision dtype, so those copies only cost memory traffic
+    (docs/benchmark.md). A norm whose output is a residual stream leaves
+    that stream in the low-precision dtype, as on the CPU.
     """
 
     def forward(self, x: Tensor) -> Tensor:
