@@ -1,16 +1,13 @@
 """tools/analysis_tools/analyze_logs.py on a fake mmengine scalar log."""
-import importlib.util
 import json
 from pathlib import Path
 
 import mmcv
 import pytest
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
-spec = importlib.util.spec_from_file_location(
-    'analyze_logs', ROOT / 'tools' / 'analysis_tools' / 'analyze_logs.py')
-analyze_logs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(analyze_logs)
+analyze_logs = load_tool('tools/analysis_tools/analyze_logs.py')
 
 
 @pytest.fixture

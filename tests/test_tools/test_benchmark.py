@@ -3,7 +3,6 @@
 Speeds are reported, never asserted: these tests check that every mode runs
 and prints complete, consistent records.
 """
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
@@ -22,15 +22,7 @@ TINY = [
 ]
 
 
-def _tool():
-    path = ROOT / 'tools' / 'analysis_tools' / 'benchmark.py'
-    spec = importlib.util.spec_from_file_location('benchmark', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _tool()
+benchmark = load_tool('tools/analysis_tools/benchmark.py')
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,4 @@
 """tools/analysis_tools/browse_dataset.py on a tiny synthetic dataset."""
-import importlib.util
 from pathlib import Path
 
 import mmcv
@@ -8,15 +7,13 @@ import pytest
 import torch
 from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData
+from tool_loader import load_tool
 
 from mmttsrn.visualization import TrackInstanceVisualizer, instance_color
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
-spec = importlib.util.spec_from_file_location(
-    'browse_dataset', ROOT / 'tools' / 'analysis_tools' / 'browse_dataset.py')
-browse_dataset = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(browse_dataset)
+browse_dataset = load_tool('tools/analysis_tools/browse_dataset.py')
 
 
 @pytest.mark.parametrize('phase', ['train', 'val'])

@@ -1,19 +1,14 @@
 """The dataset converter CLIs: synthetic data and the local val split."""
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
-TOOLS = Path(__file__).parents[2] / 'tools' / 'dataset_converters'
+from tool_loader import load_tool
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'tools/dataset_converters/{name}.py')
 
 
 make_synthetic_vis = _tool('make_synthetic_vis')

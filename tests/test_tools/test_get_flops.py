@@ -1,15 +1,12 @@
 """tools/analysis_tools/get_flops.py on the small synthetic model."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
-spec = importlib.util.spec_from_file_location(
-    'get_flops', ROOT / 'tools' / 'analysis_tools' / 'get_flops.py')
-get_flops = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(get_flops)
+get_flops = load_tool('tools/analysis_tools/get_flops.py')
 
 
 def _count(text, label):

@@ -1,13 +1,13 @@
 """tools/analysis_tools/gpu_op_census.py on the tiny synthetic config: it
 runs without a GPU, counts what a change removes, and leaves no global
 state behind."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tool_loader import load_tool
 
 import mmttsrn.models.layers.graph_capture as graph_capture
 
@@ -16,15 +16,7 @@ CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
 TINY = ['--frames', '3', '--size', '64', '96']
 
 
-def _tool():
-    path = ROOT / 'tools' / 'analysis_tools' / 'gpu_op_census.py'
-    spec = importlib.util.spec_from_file_location('gpu_op_census', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-census = _tool()
+census = load_tool('tools/analysis_tools/gpu_op_census.py')
 
 
 def _run(capsys, *args):

@@ -1,5 +1,4 @@
 """tools/analysis_tools/video_memory.py and id_switches.py."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,17 +7,14 @@ import numpy as np
 import pytest
 import torch
 from mmengine.structures import InstanceData
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
 
 
 def _tool(name):
-    path = ROOT / 'tools' / 'analysis_tools' / f'{name}.py'
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'tools/analysis_tools/{name}.py')
 
 
 video_memory = _tool('video_memory')

@@ -1,21 +1,16 @@
 """masks_to_youtube_vis.py: DAVIS-style PNG masks to YouTube-VIS JSON."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 from mask_folder_utils import HEIGHT, VIDEOS, WIDTH
 from PIL import Image
+from tool_loader import load_tool
 
 from mmttsrn.datasets import YouTubeVISOfficialDataset
 
-TOOL = Path(__file__).parents[2] / 'tools' / 'dataset_converters' / \
-    'masks_to_youtube_vis.py'
-spec = importlib.util.spec_from_file_location('masks_to_youtube_vis', TOOL)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/dataset_converters/masks_to_youtube_vis.py')
 
 
 def _convert(root, categories, tmp_path, *extra):

@@ -1,7 +1,6 @@
 """DETR and Twins checkpoint converters, on state dicts with the real key
 names and layouts built from our own modules and timm."""
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,20 +9,17 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from timm.models.twins import Twins
+from tool_loader import load_tool
 
 from mmttsrn.engine import UnsafeCheckpointError
 from mmttsrn.models.layers import ClipTransformer
 from mmttsrn.utils import sync_num_frames
 
 ROOT = Path(__file__).parents[2]
-TOOLS = ROOT / 'tools' / 'model_converters'
 
 
 def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'tools/model_converters/{name}.py')
 
 
 detr_to_ttsrn = _tool('detr_to_ttsrn')

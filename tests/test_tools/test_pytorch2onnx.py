@@ -1,5 +1,4 @@
 """tools/deployment/pytorch2onnx.py on a tiny random model."""
-import importlib.util
 import re
 from pathlib import Path
 
@@ -7,15 +6,13 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import save_checkpoint
+from tool_loader import load_tool
 
 from mmttsrn.apis import init_model
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
-spec = importlib.util.spec_from_file_location(
-    'pytorch2onnx', ROOT / 'tools' / 'deployment' / 'pytorch2onnx.py')
-pytorch2onnx = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pytorch2onnx)
+pytorch2onnx = load_tool('tools/deployment/pytorch2onnx.py')
 
 # The quickstart model with 2-frame clips and fewer transformer layers, which
 # export in about half the time.

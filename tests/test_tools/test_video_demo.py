@@ -1,21 +1,18 @@
 """demo/video_demo.py on a few generated frames with random weights."""
-import importlib.util
 from pathlib import Path
 
 import cv2
 import mmcv
 import numpy as np
 import pytest
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
 CONFIG = str(ROOT / 'configs' / 'ttsrn' / 'ttsrn_synthetic.py')
 
 
 def _load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(str(path.relative_to(ROOT)))
 
 
 video_demo = _load(ROOT / 'demo' / 'video_demo.py')

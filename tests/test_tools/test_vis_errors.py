@@ -1,18 +1,15 @@
 """tools/analysis_tools/vis_errors.py on hand-made masks whose IoUs are
 known."""
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+from tool_loader import load_tool
 
 ROOT = Path(__file__).parents[2]
-spec = importlib.util.spec_from_file_location(
-    'vis_errors', ROOT / 'tools' / 'analysis_tools' / 'vis_errors.py')
-vis_errors = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(vis_errors)
+vis_errors = load_tool('tools/analysis_tools/vis_errors.py')
 
 H, W = 20, 30
 
