@@ -53,24 +53,40 @@ class TTSRNRunner(Runner):
     :func:`die_with_parent`; the tools use it unless a config sets
     ``runner_type``.
 
-    Without a GPU and with ``env_cfg.keep_freed_memory=True`` it also calls
-    :func:`keep_freed_memory` (before any DataLoader worker is forked): off
-    by default, since the heap then keeps its peak (a T = 36 training step
-    of the paper model peaked at 12.4 GiB instead of 5.7 GiB).
+    Without a GPU it also calls :func:`keep_freed_memory` (before any
+    DataLoader worker is forked) as ``env_cfg.keep_freed_memory`` says:
+    True for every run, ``'test'`` (the configs' default) for :meth:`test`
+    only, False never. Training keeps the default malloc, since the heap
+    would keep its peak (a T = 36 training step of the paper model peaked
+    at 12.4 GiB instead of 5.7 GiB); inference pays little memory for it
+    (docs/train_test.md).
     """
 
     def setup_env(self, env_cfg: dict) -> None:
         super().setup_env(env_cfg)
         keep = env_cfg.get('keep_freed_memory', False)
-        if not isinstance(keep, bool):
-            raise TypeError('env_cfg.keep_freed_memory must be True or '
-                            f'False, got {keep!r}')
-        if keep and not torch.cuda.is_available() and keep_freed_memory():
+        if not (isinstance(keep, bool) or keep == 'test'):
+            raise TypeError('env_cfg.keep_freed_memory must be True, False '
+                            f"or 'test', got {keep!r}")
+        self._keep_freed_memory = keep
+        if keep is True:
+            self._keep_freed_memory_on_cpu()
+
+    def _keep_freed_memory_on_cpu(self) -> None:
+        if not torch.cuda.is_available() and keep_freed_memory():
             print_log(
                 'CPU run: malloc keeps freed memory for reuse '
-                '(env_cfg.keep_freed_memory=True): fewer page faults, '
-                'higher resident memory',
+                '(env_cfg.keep_freed_memory): fewer page faults, higher '
+                'resident memory',
                 logger='current')
+
+    def test(self) -> dict:
+        """:meth:`Runner.test`; with ``env_cfg.keep_freed_memory='test'``
+        malloc keeps freed memory from here on (the test DataLoader is
+        built after this)."""
+        if self._keep_freed_memory == 'test':
+            self._keep_freed_memory_on_cpu()
+        return super().test()
 
     @staticmethod
     def build_dataloader(dataloader, seed=None, diff_rank_seed=False):

@@ -92,7 +92,24 @@ def test_runner_keeps_freed_memory_on_cpu_when_asked(tmp_path, monkeypatch,
     assert bool(calls) == called
 
 
-def test_runner_rejects_a_non_bool_setting(tmp_path, monkeypatch):
+@pytest.mark.parametrize('cuda', [False, True])
+def test_test_setting_keeps_freed_memory_from_test_on(tmp_path, monkeypatch,
+                                                      cuda):
+    """'test': not at set-up (training keeps the default malloc), but when
+    ``test()`` starts, before its DataLoader exists; never with CUDA."""
+    calls = []
+    monkeypatch.setattr(runner_module, 'keep_freed_memory',
+                        lambda: calls.append(1) or True)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(runner_module.Runner, 'test', lambda self: 'tested')
+    runner = _runner(tmp_path, keep_freed_memory='test')
+    assert calls == []
+    assert runner.test() == 'tested'
+    assert calls == ([] if cuda else [1])
+
+
+@pytest.mark.parametrize('bad', ['yes', 1, None])
+def test_runner_rejects_another_setting(tmp_path, monkeypatch, bad):
     monkeypatch.setattr(runner_module, 'keep_freed_memory', lambda: True)
     with pytest.raises(TypeError, match='keep_freed_memory'):
-        _runner(tmp_path, keep_freed_memory='yes')
+        _runner(tmp_path, keep_freed_memory=bad)
