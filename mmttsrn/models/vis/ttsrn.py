@@ -60,7 +60,8 @@ class TTSRN(BaseMOTModel):
             bf16/fp16 autocast the layer and group norms take and return
             the low-precision dtype, as CPU autocast does, instead of
             float32 that the next conv or linear casts back; the
-            statistics stay float32. False: autocast's float32 norms).
+            statistics stay float32. False: autocast's float32 norms; read
+            when the model is built, which swaps the norm modules).
     """
 
     def __init__(self,

@@ -7,6 +7,7 @@ from mmcv.cnn import ConvModule
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import mmttsrn.models.layers.low_precision_norm as low_precision_norm
 from mmttsrn.models.layers import (LowPrecisionGroupNorm,
                                    LowPrecisionLayerNorm, low_precision_norms)
 
@@ -95,17 +96,26 @@ def test_cuda_autocast_inference_keeps_input_dtype(index, dtype):
             assert norm(x.float()).dtype == torch.float32
 
 
-def test_low_precision_computation_is_close_to_float32():
-    """What the CUDA branch computes, on the CPU: the norm of the bf16
-    input in bf16 (float32 statistics) is the float32 norm rounded."""
+@pytest.mark.parametrize('index', [0, 1])
+def test_low_precision_branch_is_close_to_float32(index, monkeypatch):
+    """The branch CUDA inference takes, run on the CPU: the norm of a bf16
+    input comes out in bf16, close to the float32 norm of the same values
+    with the float32 weights."""
+    monkeypatch.setattr(low_precision_norm, '_keeps_dtype',
+                        lambda x: x.dtype == torch.bfloat16)
     torch.manual_seed(0)
-    x = torch.randn(4, 16, 6, 6).bfloat16()
-    weight, bias = torch.randn(16), torch.randn(16)
-    expected = torch.nn.functional.group_norm(x.float(), 4, weight, bias)
-    out = torch.nn.functional.group_norm(x, 4, weight.bfloat16(),
-                                         bias.bfloat16())
+    reference, norm, shape = norms()[index]
+    nn.init.normal_(reference.weight)
+    nn.init.normal_(reference.bias)
+    norm.load_state_dict(reference.state_dict())
+    x = torch.randn(shape).bfloat16()
+    with torch.no_grad():
+        out = norm(x)
+        expected = reference(x.float())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)
+    # Not the float32 path: that returns float32.
+    assert norm(x.float()).dtype == torch.float32
 
 
 class Net(nn.Module):
