@@ -47,7 +47,10 @@ import mmttsrn.models.layers.graph_capture as graph_capture  # noqa: E402
 
 DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
 # ATen ops that launch no kernel, besides the views their schema names.
-VIEW_OPS = {'_unsafe_view', 'lift_fresh', 'empty', 'empty_strided'}
+VIEW_OPS = {
+    '_unsafe_view', 'lift_fresh', 'empty', 'empty_strided', 'empty_like',
+    'new_empty', 'new_empty_strided'
+}
 COPY_OPS = {'_to_copy', 'clone', 'copy_'}
 
 
