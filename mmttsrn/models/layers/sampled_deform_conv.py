@@ -56,22 +56,32 @@ def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
 def _all_tap_grids(offset: Tensor, kh: int, kw: int,
                    in_size: Tuple[int, int], padding: int,
                    dilation: int) -> Tensor:
-    """:func:`_tap_grid` of every tap at once: (N*kh*kw, h, w, 2).
+    """:func:`_tap_grid` of every tap at once: (N*kh*kw, h, w, 2) float32.
+
+    Each coordinate is one fused op over the batch, the undeformed tap
+    positions (a small (kh*kw, h, w) tensor) plus the scaled offsets,
+    written into its half of the grid.
 
     Args:
-        offset (Tensor): (N, kh*kw, 2, h, w); the grid takes its dtype.
+        offset (Tensor): (N, kh*kw, 2, h, w), any float dtype.
     """
     H, W = in_size
-    h, w = offset.shape[-2:]
-    taps = torch.arange(kh * kw, device=offset.device)
-    tap_y = (taps // kw * dilation - padding).to(offset.dtype)
-    tap_x = (taps % kw * dilation - padding).to(offset.dtype)
-    ys = torch.arange(h, device=offset.device, dtype=offset.dtype)
-    xs = torch.arange(w, device=offset.device, dtype=offset.dtype)
-    grid_x = (2 * (xs + tap_x[:, None, None] + offset[:, :, 1]) + 1) / W - 1
-    grid_y = (2 * (ys[:, None] + tap_y[:, None, None] + offset[:, :, 0]) +
-              1) / H - 1
-    return torch.stack([grid_x, grid_y], -1).flatten(0, 1)
+    N, taps, _, h, w = offset.shape
+    device = offset.device
+    tap = torch.arange(taps, device=device)
+    tap_y = (tap // kw * dilation - padding)[:, None, None]
+    tap_x = (tap % kw * dilation - padding)[:, None, None]
+    ys = torch.arange(h, device=device)[:, None]
+    xs = torch.arange(w, device=device)
+    grid = offset.new_empty(N, taps, h, w, 2, dtype=torch.float32)
+    # Pixel p -> grid_sample coordinate (align_corners=False): (2p+1)/S-1;
+    # grid (x, y) takes the offset's (dx, dy).
+    for axis, (size, position, delta) in enumerate(
+            ((W, xs + tap_x, offset[:, :, 1]),
+             (H, ys + tap_y, offset[:, :, 0]))):
+        start = (2 * position + 1).float() / size - 1
+        torch.add(start, delta, alpha=2 / size, out=grid[..., axis])
+    return grid.flatten(0, 1)
 
 
 def _sample(projected: Tensor, grid: Tensor) -> Tensor:
@@ -146,13 +156,14 @@ def _tap_sum(x: Tensor,
 
 
 def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
-                  dilation: int) -> Tensor:
+                  dilation: int, out: Optional[Tensor] = None) -> Tensor:
     """:func:`_tap_sum` in float32 with every tap in the same three ops:
     a 1x1 conv projects x to each tap's ``C_out`` channels, (N, kh*kw*C_out,
     H, W), which is (N*kh*kw, C_out, H, W) without a copy; one
     ``grid_sample`` samples each tap's image at its positions; a sum adds
-    the taps. Few large ops for a GPU, at the cost of kh*kw projections in
-    memory at once (see :func:`deform_conv2d_by_sampling`)."""
+    the taps (into ``out`` if given, without autograd). Few large ops for a
+    GPU, at the cost of kh*kw projections in memory at once (see
+    :func:`deform_conv2d_by_sampling`)."""
     N, _, H, W = x.shape
     out_channels, in_channels, kh, kw = weight.shape
     taps = kh * kw
@@ -163,15 +174,42 @@ def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
     with torch.autocast(x.device.type, enabled=False):
         projected = F.conv2d(x.float(), kernels.float())
         grid = _all_tap_grids(
-            offset.float().reshape(N, taps, 2, h, w), kh, kw, (H, W),
-            padding, dilation)
+            offset.reshape(N, taps, 2, h, w), kh, kw, (H, W), padding,
+            dilation)
         sampled = F.grid_sample(
             projected.view(N * taps, out_channels, H, W),
             grid,
             mode='bilinear',
             padding_mode='zeros',
             align_corners=False)
-    return sampled.view(N, taps, out_channels, h, w).sum(1)
+    return torch.sum(
+        sampled.view(N, taps, out_channels, h, w), 1, out=out)
+
+
+def _all_taps_inference(x: Tensor, offset: Tensor, weight: Tensor,
+                        bias: Optional[Tensor], padding: int, dilation: int,
+                        chunk_bytes: int) -> Tensor:
+    """GPU inference (no autograd): :func:`_all_taps_sum` on slices of the
+    batch (:func:`_batch_slices` of every tap's projection), each slice's
+    sum written into one float32 output, then the bias added and the
+    result cast to x's dtype in one op.
+
+    Returns:
+        Tensor: (N, C_out, H', W') in x's dtype.
+    """
+    N = len(x)
+    out_channels, _, kh, kw = weight.shape
+    out = x.new_empty(N, out_channels, *offset.shape[-2:],
+                      dtype=torch.float32)
+    for piece in _batch_slices(x, offset, kh * kw * out_channels,
+                               chunk_bytes):
+        _all_taps_sum(x[piece], offset[piece], weight, padding, dilation,
+                      out=out[piece])
+    if bias is None:
+        return out.to(x.dtype)
+    return torch.add(
+        out, bias.float()[:, None, None], out=torch.empty_like(out,
+                                                               dtype=x.dtype))
 
 
 def _batch_slices(x: Tensor, offset: Tensor, out_channels: int,
@@ -295,8 +333,8 @@ def deform_conv2d_by_sampling(x: Tensor,
     Zero padding outside the image and the bilinear weights are
     torchvision's. Training in float32 or float64 (autograd on, no autocast,
     no graph capture) runs :class:`_SampledDeformConv2d`; inference on a
-    GPU runs :func:`_all_taps_sum`; everything else runs the same tap sum
-    with autograd's own ops.
+    GPU runs :func:`_all_taps_inference`; everything else runs the same tap
+    sum with autograd's own ops.
 
     Args:
         x (Tensor): Input (N, C_in, H, W); channels-last saves a copy.
@@ -334,12 +372,8 @@ def deform_conv2d_by_sampling(x: Tensor,
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation,
                                          chunk_bytes)
     elif not needs_grad and x.is_cuda:
-        out = x.new_empty(N, weight.shape[0], out_h, out_w,
-                          dtype=torch.float32)
-        for piece in _batch_slices(x, offset, kh * kw * weight.shape[0],
-                                   cuda_chunk_bytes):
-            out[piece] = _all_taps_sum(x[piece], offset[piece], weight,
-                                       padding, dilation)
+        return _all_taps_inference(x, offset, weight, bias, padding,
+                                   dilation, cuda_chunk_bytes)
     elif not needs_grad and not is_graph_capture():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)

@@ -3,7 +3,8 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.layers import deform_conv2d_by_sampling
-from mmttsrn.models.layers.sampled_deform_conv import (_all_taps_sum,
+from mmttsrn.models.layers.sampled_deform_conv import (_all_taps_inference,
+                                                       _all_taps_sum,
                                                        _SampledDeformConv2d,
                                                        _tap_sum)
 
@@ -174,6 +175,25 @@ def test_all_taps_at_once_match_torchvision(dilation, kernel):
     with torch.no_grad():
         got = _all_taps_sum(x, offset, weight, pad, dilation)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk_bytes', [1, 2**28])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_all_taps_inference(chunk_bytes, dtype):
+    """GPU inference, here on the CPU: in slices of the batch or all at
+    once, float32 inside, the bias added and the result in x's dtype
+    (rounded once: bf16 within one rounding of torchvision's)."""
+    x, offset, weight, bias = (t.to(dtype) for t in _args())
+    weight, bias = weight.float(), bias.float()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+    for b in (bias, None):
+        expected = deform_conv2d(
+            x.float(), offset.float(), weight, b, padding=1)
+        with torch.no_grad():
+            got = _all_taps_inference(x, offset, weight, b, 1, 1,
+                                      chunk_bytes)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, expected.to(dtype), **tol)
 
 
 @pytest.mark.skipif(
