@@ -307,3 +307,32 @@ def test_state_dict_and_seeded_output_are_unchanged(pixel_embed):
     # The weighted sum cancels: the thread count changes its 6th digit.
     assert checksums == pytest.approx(
         SEED0_CHECKSUMS[pixel_embed], rel=1e-6, abs=1e-4)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('size', [(6, 10), (7, 9)])
+def test_add_fpn(channels_last, size):
+    """Nearest upsampling plus the frame's FPN feature for each instance,
+    in the requested memory format, with and without autograd (the exact
+    2x case is one broadcast add, other sizes interpolate)."""
+    n, C = 3, 4
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2 * n, C, 3, 5).contiguous(memory_format=fmt)
+    feat = torch.randn(2, C, *size).contiguous(memory_format=fmt)
+    expected = (F.interpolate(x, size=size, mode='nearest').unflatten(
+        0, (2, n)) + feat[:, None]).flatten(0, 1)
+    with torch.no_grad():
+        out = SequenceMaskHead._add_fpn(x, feat, n, channels_last)
+    assert out.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    x.requires_grad_()
+    feat.requires_grad_()
+    out = SequenceMaskHead._add_fpn(x, feat, n, channels_last)
+    target = torch.randn_like(out)
+    grads = torch.autograd.grad((out * target).sum(), (x, feat))
+    expected = torch.autograd.grad(
+        ((F.interpolate(x, size=size, mode='nearest').unflatten(
+            0, (2, n)) + feat[:, None]).flatten(0, 1) * target).sum(),
+        (x, feat))
+    for grad, ref in zip(grads, expected):
+        torch.testing.assert_close(grad, ref)
