@@ -112,14 +112,18 @@ class OpLog(TorchDispatchMode):
 def fused_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                     is_causal=False, scale=None, enable_gqa=False):
     """One kernel, as flash/memory-efficient attention is on the GPU: casts
-    its inputs under autocast and writes (..., L, Ev)."""
+    its inputs under autocast and writes (..., L, Ev); for 4-D inputs the
+    (B, heads, L, Ev) view of a (B, L, heads, Ev) tensor, as those kernels
+    return it (so transposing the heads back is a view)."""
     dtype = torch.get_autocast_dtype('cuda')
     if torch.is_autocast_enabled('cuda') and query.dtype != dtype:
         query, key, value = (t.to(dtype) for t in (query, key, value))
-    return torch.ops.aten.empty.memory_format(
-        (*query.shape[:-1], value.shape[-1]),
-        dtype=query.dtype,
-        device=query.device)
+    shape = [*query.shape[:-1], value.shape[-1]]
+    if query.dim() == 4:
+        shape[1], shape[2] = shape[2], shape[1]
+    out = torch.ops.aten.empty.memory_format(
+        shape, dtype=query.dtype, device=query.device)
+    return out.transpose(1, 2) if query.dim() == 4 else out
 
 
 def to_fake_cuda(model: nn.Module, mode: FakeTensorMode) -> None:
