@@ -60,7 +60,9 @@ def _all_tap_grids(offset: Tensor, kh: int, kw: int,
 
     Each coordinate is one fused op over the batch, the undeformed tap
     positions (a small (kh*kw, h, w) tensor) plus the scaled offsets,
-    written into its half of the grid.
+    written into a plane of its own: the grid is a (2, N*kh*kw, h, w)
+    tensor seen as (N*kh*kw, h, w, 2), whose strides ``grid_sample``
+    follows.
 
     Args:
         offset (Tensor): (N, kh*kw, 2, h, w), any float dtype.
@@ -73,15 +75,15 @@ def _all_tap_grids(offset: Tensor, kh: int, kw: int,
     tap_x = (tap % kw * dilation - padding)[:, None, None]
     ys = torch.arange(h, device=device)[:, None]
     xs = torch.arange(w, device=device)
-    grid = offset.new_empty(N, taps, h, w, 2, dtype=torch.float32)
+    grid = offset.new_empty(2, N, taps, h, w, dtype=torch.float32)
     # Pixel p -> grid_sample coordinate (align_corners=False): (2p+1)/S-1;
     # grid (x, y) takes the offset's (dx, dy).
     for axis, (size, position, delta) in enumerate(
             ((W, xs + tap_x, offset[:, :, 1]),
              (H, ys + tap_y, offset[:, :, 0]))):
         start = (2 * position + 1).float() / size - 1
-        torch.add(start, delta, alpha=2 / size, out=grid[..., axis])
-    return grid.flatten(0, 1)
+        torch.add(start, delta, alpha=2 / size, out=grid[axis])
+    return grid.permute(1, 2, 3, 4, 0).flatten(0, 1)
 
 
 def _sample(projected: Tensor, grid: Tensor) -> Tensor:
