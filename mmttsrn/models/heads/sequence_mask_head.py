@@ -100,6 +100,12 @@ class SequenceMaskHead(BaseModule):
             volumes, so that its tensors stay small enough for malloc to
             reuse and for the cache to hold (exact). Defaults to None: all
             frames at once.
+        cuda_compiled_deform (bool): GPU inference runs the deformable
+            conv's sampling, tap sum and cast as one kernel compiled by
+            ``torch.compile`` (inductor; compiled on the first clip of each
+            shape, before a CUDA graph captures it) instead of three ops
+            that write every tap's samples (exact up to float rounding).
+            Defaults to False.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -116,6 +122,7 @@ class SequenceMaskHead(BaseModule):
                  dropout: float = 0.0,
                  pixel_embed: bool = False,
                  cpu_frame_chunk: Optional[int] = None,
+                 cuda_compiled_deform: bool = False,
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         conv_channels = self._check_widths(embed_dims, num_heads,
@@ -132,6 +139,10 @@ class SequenceMaskHead(BaseModule):
             raise ValueError('cpu_frame_chunk must be None or a positive '
                              f'int, got {cpu_frame_chunk!r}')
         self.cpu_frame_chunk = cpu_frame_chunk
+        if not isinstance(cuda_compiled_deform, bool):
+            raise TypeError('cuda_compiled_deform must be a bool, got '
+                            f'{cuda_compiled_deform!r}')
+        self.cuda_compiled_deform = cuda_compiled_deform
 
         norm_cfg = dict(type='GN', num_groups=num_groups)
         act_cfg = dict(type='GELU')
@@ -419,9 +430,14 @@ class SequenceMaskHead(BaseModule):
         if _sampled_deform_conv(x):
             offset = self.offset_conv(x)
             deform = self.deform_conv
-            x = deform_conv2d_by_sampling(x, offset, deform.weight,
-                                          deform.bias, deform.padding[0],
-                                          deform.dilation[0])
+            x = deform_conv2d_by_sampling(
+                x,
+                offset,
+                deform.weight,
+                deform.bias,
+                deform.padding[0],
+                deform.dilation[0],
+                cuda_compiled=self.cuda_compiled_deform)
         else:
             x = self.deform_conv(x, self.offset_conv(x))
         return self.act(self.deform_norm(x))

@@ -188,30 +188,60 @@ def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
         sampled.view(N, taps, out_channels, h, w), 1, out=out)
 
 
-def _all_taps_inference(x: Tensor, offset: Tensor, weight: Tensor,
-                        bias: Optional[Tensor], padding: int, dilation: int,
-                        chunk_bytes: int) -> Tensor:
-    """GPU inference (no autograd): :func:`_all_taps_sum` on slices of the
-    batch (:func:`_batch_slices` of every tap's projection), each slice's
-    sum written into one float32 output, then the bias added and the
-    result cast to x's dtype in one op.
+def _all_taps_into(x: Tensor, offset: Tensor, weight: Tensor,
+                   bias: Optional[Tensor], padding: int, dilation: int,
+                   out: Tensor) -> None:
+    """:func:`_all_taps_sum` plus the bias, written into ``out`` (N, C_out,
+    H', W') in its dtype: the sum itself when ``out`` is float32 without a
+    bias, else one op that adds the bias and casts."""
+    if bias is None and out.dtype == torch.float32:
+        _all_taps_sum(x, offset, weight, padding, dilation, out=out)
+        return
+    total = _all_taps_sum(x, offset, weight, padding, dilation)
+    if bias is None:
+        out.copy_(total)
+    else:
+        torch.add(total, bias.float()[:, None, None], out=out)
+
+
+_compiled_all_taps_into = None
+
+
+def _all_taps_inference(x: Tensor,
+                        offset: Tensor,
+                        weight: Tensor,
+                        bias: Optional[Tensor],
+                        padding: int,
+                        dilation: int,
+                        chunk_bytes: int,
+                        compiled: bool = False) -> Tensor:
+    """GPU inference (no autograd): :func:`_all_taps_into` on slices of the
+    batch (:func:`_batch_slices` of every tap's projection), each written
+    into its part of the output.
+
+    With ``compiled``, each slice runs :func:`_all_taps_into` compiled by
+    ``torch.compile`` (one process-wide compilation per input signature):
+    on a GPU inductor fuses the grid, the sampling, the tap sum, the bias
+    and the cast into one kernel after the projection, so neither the
+    samples of every tap nor a float32 sum are written to memory.
 
     Returns:
         Tensor: (N, C_out, H', W') in x's dtype.
     """
-    N = len(x)
+    global _compiled_all_taps_into
+    step = _all_taps_into
+    if compiled:
+        if _compiled_all_taps_into is None:
+            _compiled_all_taps_into = torch.compile(
+                _all_taps_into, fullgraph=True)
+        step = _compiled_all_taps_into
     out_channels, _, kh, kw = weight.shape
-    out = x.new_empty(N, out_channels, *offset.shape[-2:],
-                      dtype=torch.float32)
+    out = x.new_empty(len(x), out_channels, *offset.shape[-2:])
     for piece in _batch_slices(x, offset, kh * kw * out_channels,
                                chunk_bytes):
-        _all_taps_sum(x[piece], offset[piece], weight, padding, dilation,
-                      out=out[piece])
-    if bias is None:
-        return out.to(x.dtype)
-    return torch.add(
-        out, bias.float()[:, None, None], out=torch.empty_like(out,
-                                                               dtype=x.dtype))
+        step(x[piece], offset[piece], weight, bias, padding, dilation,
+             out[piece])
+    return out
 
 
 def _batch_slices(x: Tensor, offset: Tensor, out_channels: int,
@@ -328,7 +358,8 @@ def deform_conv2d_by_sampling(x: Tensor,
                               padding: int = 1,
                               dilation: int = 1,
                               chunk_bytes: int = 4 * 2**20,
-                              cuda_chunk_bytes: int = 2**28) -> Tensor:
+                              cuda_chunk_bytes: int = 2**28,
+                              cuda_compiled: bool = False) -> Tensor:
     """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
     modulation mask) written with ``F.grid_sample``.
 
@@ -355,6 +386,9 @@ def deform_conv2d_by_sampling(x: Tensor,
             every tap at once (:func:`_all_taps_sum`) on slices of the batch
             whose projections of all taps stay under this many bytes (one
             image per slice at least). Defaults to 256 MiB.
+        cuda_compiled (bool): GPU inference runs each slice compiled by
+            ``torch.compile`` (see :func:`_all_taps_inference`). Defaults
+            to False.
 
     Returns:
         Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
@@ -375,7 +409,7 @@ def deform_conv2d_by_sampling(x: Tensor,
                                          chunk_bytes)
     elif not needs_grad and x.is_cuda:
         return _all_taps_inference(x, offset, weight, bias, padding,
-                                   dilation, cuda_chunk_bytes)
+                                   dilation, cuda_chunk_bytes, cuda_compiled)
     elif not needs_grad and not is_graph_capture():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)

@@ -196,6 +196,27 @@ def test_all_taps_inference(chunk_bytes, dtype):
         torch.testing.assert_close(got, expected.to(dtype), **tol)
 
 
+def test_all_taps_inference_compiled(monkeypatch):
+    """``compiled`` runs each slice through torch.compile (inductor; here
+    its CPU backend) with the values of the eager ops."""
+    from mmttsrn.models.layers import sampled_deform_conv
+    monkeypatch.setattr(sampled_deform_conv, '_compiled_all_taps_into', None)
+    calls = []
+    compile_ = torch.compile
+    monkeypatch.setattr(
+        torch, 'compile',
+        lambda fn, **kw: calls.append(fn) or compile_(fn, **kw))
+    x, offset, weight, bias = (t.to(torch.bfloat16) for t in _args())
+    weight, bias = weight.float(), bias.float()
+    with torch.no_grad():
+        eager = _all_taps_inference(x, offset, weight, bias, 1, 1, 1)
+        got = _all_taps_inference(x, offset, weight, bias, 1, 1, 1,
+                                  compiled=True)
+    assert calls == [sampled_deform_conv._all_taps_into]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, eager)
+
+
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('cuda_chunk_bytes', [1, 2**28])
@@ -213,3 +234,35 @@ def test_gpu_inference_matches_torchvision(cuda_chunk_bytes):
                 x, offset, weight, bias, cuda_chunk_bytes=cuda_chunk_bytes)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_gpu_inference_compiled_matches_torchvision():
+    """``cuda_compiled`` on a GPU (Triton), also under bf16 autocast and
+    inside a CUDA graph."""
+    from mmttsrn.models.layers.cuda_graph import CUDAGraphCache
+    x, offset, weight, bias = (t.cuda() for t in _args())
+    expected = deform_conv2d(x, offset, weight, bias, padding=1)
+
+    def conv(x, offset):
+        return deform_conv2d_by_sampling(
+            x, offset, weight, bias, cuda_compiled=True)
+
+    with torch.no_grad():
+        torch.testing.assert_close(
+            conv(x, offset), expected, rtol=1e-4, atol=1e-4)
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            got = conv(x.bfloat16(), offset.bfloat16())
+        assert got.dtype == torch.bfloat16
+        reference = deform_conv2d(
+            x.bfloat16().float(), offset.bfloat16().float(), weight, bias,
+            padding=1)
+        torch.testing.assert_close(got, reference.bfloat16())
+        graphed = CUDAGraphCache(conv, max_graphs=1)
+        for _ in range(2):
+            x, offset = (torch.randn_like(t) for t in (x, offset))
+            torch.testing.assert_close(
+                graphed(x, offset),
+                deform_conv2d(x, offset, weight, bias, padding=1),
+                rtol=1e-4, atol=1e-4)
