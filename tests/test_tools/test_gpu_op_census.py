@@ -55,3 +55,17 @@ def test_census_counts_the_float32_copies_of_autocast_norms(capsys):
                'model.test_cfg.low_precision_norms=False')
     assert kept['casts']['gb'] < off['casts']['gb']
     assert kept['gb_moved'] < off['gb_moved']
+
+
+def test_allocations_and_attention_output_count_as_on_a_gpu():
+    """Allocations launch no kernel, and fused attention returns the (B,
+    heads, L, E) view of a (B, L, heads, E) tensor as GPU kernels do, so
+    transposing the heads back is a view, not a copy."""
+    query = torch.randn(2, 3, 5, 4)
+    log = census.OpLog([''])
+    with log:
+        query.new_empty(7)
+        out = census.fused_attention(query, query, query)
+        merged = out.transpose(1, 2).reshape(2, 5, 12)
+    assert out.shape == (2, 3, 5, 4) and merged.shape == (2, 5, 12)
+    assert log.kernels == 0 and not log.copies
