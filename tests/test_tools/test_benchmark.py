@@ -264,4 +264,17 @@ def test_gpu_benchmark_script_does_every_run_by_default(tmp_path):
         env={**env, 'PYTHON': 'echo'},
         timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert len(list(tmp_path.glob('*.log'))) == 9
+    assert len(list(tmp_path.glob('*.log'))) == 10
+
+
+def test_gpu_benchmark_compiled_deform_run(tmp_path):
+    """The compiled-deformable-conv run sets both TT-SRN options."""
+    proc = _gpu_benchmark(tmp_path, 'predict_bf16_graph_compiled_deform')
+    assert proc.returncode == 0, proc.stderr
+    args = (tmp_path /
+            'predict_bf16_graph_compiled_deform.log').read_text().split()
+    assert {
+        'bf16', 'model.test_cfg.cuda_graphs=1',
+        'model.track_head.mask_head.cuda_compiled_deform=True'
+    } <= set(args)
+    assert '--compile' not in args
