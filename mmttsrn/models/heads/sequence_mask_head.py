@@ -378,35 +378,34 @@ class SequenceMaskHead(BaseModule):
         feat). With ``channels_last`` the result has that memory format."""
         N, C, h, w = x.shape
         H, W = feat.shape[-2:]
+        if (H, W) != (2 * h, 2 * w):
+            fmt = torch.channels_last if channels_last else \
+                torch.contiguous_format
+            x = F.interpolate(
+                x, size=(H, W), mode='nearest').contiguous(memory_format=fmt)
+            # In place: x is a fresh tensor and the upsampling does not keep
+            # it for the backward pass.
+            return x.unflatten(0, (-1, num_inst)).add_(feat[:, None]).flatten(
+                0, 1)
+        # Nearest 2x upsampling repeats every pixel twice per axis, so one
+        # broadcast add over (h, 2, w, 2) views of x and feat writes the sum
+        # without an upsampled copy of x (F.interpolate and an add take ~3x
+        # the memory traffic).
         x = x.unflatten(0, (-1, num_inst))
         feat = feat[:, None]
-        if (H, W) == (2 * h, 2 * w):
-            # Nearest 2x upsampling repeats every pixel twice per axis, so
-            # one broadcast add over (h, 2, w, 2) views of x and feat writes
-            # the sum without an upsampled copy of x (F.interpolate and an
-            # add take ~3x the memory traffic).
-            if channels_last:
-                # (B*T, n, h, 2, w, 2, C): memory order of the result.
-                x = x.permute(0, 1, 3, 4, 2)[:, :, :, None, :, None]
-                feat = feat.permute(0, 1, 3, 4, 2)
-                split = (2, 3)
-            else:
-                x = x[:, :, :, :, None, :, None]
-                split = (3, 4)
-            feat = feat.unflatten(split[1],
-                                  (w, 2)).unflatten(split[0], (h, 2))
-            out = torch.add(x, feat)
-            if channels_last:
-                return out.view(N, H, W, C).permute(0, 3, 1, 2)
-            return out.view(N, C, H, W)
-        fmt = torch.channels_last if channels_last else \
-            torch.contiguous_format
-        x = F.interpolate(
-            x.flatten(0, 1), size=(H, W),
-            mode='nearest').contiguous(memory_format=fmt)
-        # In place: x is a fresh tensor and the upsampling does not keep it
-        # for the backward pass.
-        return x.unflatten(0, (-1, num_inst)).add_(feat).flatten(0, 1)
+        if channels_last:
+            # (B*T, n, h, 2, w, 2, C): memory order of the result.
+            x = x.permute(0, 1, 3, 4, 2)[:, :, :, None, :, None]
+            feat = feat.permute(0, 1, 3, 4, 2)
+            split = (2, 3)
+        else:
+            x = x[:, :, :, :, None, :, None]
+            split = (3, 4)
+        feat = feat.unflatten(split[1], (w, 2)).unflatten(split[0], (h, 2))
+        out = torch.add(x, feat)
+        if channels_last:
+            return out.view(N, H, W, C).permute(0, 3, 1, 2)
+        return out.view(N, C, H, W)
 
     def _frame_features(self, query: Tensor, memory: Tensor,
                         memory_mask: Tensor,

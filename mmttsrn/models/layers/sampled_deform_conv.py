@@ -1,5 +1,5 @@
-"""Deformable convolution written with ``grid_sample`` (the CPU path of the
-mask head's deformable conv).
+"""Deformable convolution written with ``grid_sample`` (the mask head's
+deformable conv on the CPU, in GPU inference and in CUDA graphs).
 
 ``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no modulation
 mask) as a sum over kernel taps: bilinear sampling is linear and the same for
