@@ -66,6 +66,15 @@ class _Toy(BaseModel):
         return self.linear(inputs)
 
 
+def _cuda(monkeypatch, available):
+    """Pretend CUDA is or is not available. When it is, the first runner of a
+    process builds mmengine's logger, which looks its device up in
+    CUDA_VISIBLE_DEVICES (or among ``device_count()`` devices, none here)."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: available)
+    if available:
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '0')
+
+
 def _runner(tmp_path, **env_cfg):
     # mmdet's scope, as the configs: a runner makes its scope the current
     # one, and later tests in this process build mmdet-registered modules.
@@ -87,7 +96,7 @@ def test_runner_keeps_freed_memory_on_cpu_when_asked(tmp_path, monkeypatch,
     calls = []
     monkeypatch.setattr(runner_module, 'keep_freed_memory',
                         lambda: calls.append(1) or True)
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    _cuda(monkeypatch, cuda)
     _runner(tmp_path, **env_cfg)
     assert bool(calls) == called
 
@@ -100,7 +109,7 @@ def test_test_setting_keeps_freed_memory_from_test_on(tmp_path, monkeypatch,
     calls = []
     monkeypatch.setattr(runner_module, 'keep_freed_memory',
                         lambda: calls.append(1) or True)
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    _cuda(monkeypatch, cuda)
     monkeypatch.setattr(runner_module.Runner, 'test', lambda self: 'tested')
     runner = _runner(tmp_path, keep_freed_memory='test')
     assert calls == []
