@@ -125,6 +125,55 @@ def test_bf16_autocast_on_cpu_and_profile(capsys):
     assert 'Self CPU' in err
 
 
+def _recording_compile(calls):
+    """A stand-in for ``torch.compile`` that counts, per wrapped module, the
+    calls of its ``forward`` (what ``torch.compile`` compiles) and passes
+    other attributes through, as ``OptimizedModule`` does."""
+
+    class Compiled(torch.nn.Module):
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+            calls[module] = 0
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.module, name)
+
+        def forward(self, *args, **kwargs):
+            calls[self.module] += 1
+            return self.module(*args, **kwargs)
+
+    return Compiled
+
+
+@pytest.mark.parametrize('config,expected', [
+    (CONFIG, [
+        'backbone', 'track_head.transformer.encoder',
+        'track_head.transformer.decoder', 'track_head.mask_head'
+    ]),
+    (PEER, ['backbone', 'track_head.pixel_decoder'] +
+     [f'track_head.transformer_decoder.layers.{i}' for i in range(9)]),
+])
+def test_compile_wraps_modules_that_run(monkeypatch, config, expected):
+    """``--compile`` wraps modules whose ``forward`` a predict calls: a
+    module reached only through other methods (TT-SRN's clip transformer,
+    Mask2Former's transformer decoder) would run uncompiled."""
+    calls = {}
+    monkeypatch.setattr(torch, 'compile', _recording_compile(calls))
+    args = benchmark.parse_args([config, *TINY])
+    bench = benchmark.make_bench(config, None, args, torch.device('cpu'))
+    assert not calls
+    compiled = benchmark.compile_submodules(bench.model)
+    assert compiled == expected
+    bench.step(bench.new_samples())
+    assert all(calls.values()), 'a compiled module never ran'
+    assert len(calls) == len(expected)
+
+
 def test_predict_returns_tracks_for_every_frame():
     args = benchmark.parse_args([CONFIG, *TINY])
     bench = benchmark.make_bench(CONFIG, None, args, torch.device('cpu'))

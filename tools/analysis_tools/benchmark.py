@@ -51,12 +51,16 @@ from mmttsrn.engine import keep_freed_memory
 from mmttsrn.utils import sync_num_frames
 
 DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
-# Submodules that ``--compile`` wraps in ``torch.compile`` when present: the
-# backbone and the transformer (TT-SRN's clip transformer; Mask2Former's
-# pixel decoder and transformer decoder).
-COMPILE_TARGETS = ('backbone', 'track_head.transformer',
+# Submodules that ``--compile`` wraps in ``torch.compile`` when present (a
+# ModuleList: each of its modules). ``torch.compile`` compiles a module's
+# ``forward`` only, so each target is one whose ``forward`` the model calls:
+# TT-SRN's head calls its clip transformer's ``encode``/``decode`` (which call
+# the encoder and decoder) and Mask2Former's head calls its transformer
+# decoder's layers one by one.
+COMPILE_TARGETS = ('backbone', 'track_head.transformer.encoder',
+                   'track_head.transformer.decoder', 'track_head.mask_head',
                    'track_head.pixel_decoder',
-                   'track_head.transformer_decoder')
+                   'track_head.transformer_decoder.layers')
 # Used when a config has no ``optim_wrapper`` (``--train`` only).
 DEFAULT_OPTIM_WRAPPER = dict(
     type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
@@ -96,7 +100,8 @@ def parse_args(argv=None):
     parser.add_argument(
         '--compile',
         action='store_true',
-        help='torch.compile the backbone and the transformer')
+        help='torch.compile the backbone, the transformer and (TT-SRN) '
+        'the mask head')
     parser.add_argument(
         '--train',
         action='store_true',
@@ -344,15 +349,28 @@ def build_model(cfg: Config, args, device: torch.device) -> torch.nn.Module:
     model = MODELS.build(model_cfg)
     model.init_weights()
     if args.compile:
-        for target in COMPILE_TARGETS:
-            *path, name = target.split('.')
-            owner = model
-            for attr in path:
-                owner = getattr(owner, attr, None)
-            if owner is not None and isinstance(
-                    getattr(owner, name, None), torch.nn.Module):
-                setattr(owner, name, torch.compile(getattr(owner, name)))
+        compile_submodules(model)
     return model.to(device).train(args.train)
+
+
+def compile_submodules(model: torch.nn.Module) -> List[str]:
+    """Wrap the model's :data:`COMPILE_TARGETS` in ``torch.compile`` in
+    place; return the names of the modules wrapped."""
+    compiled = []
+    for target in COMPILE_TARGETS:
+        *path, name = target.split('.')
+        owner = model
+        for attr in path:
+            owner = getattr(owner, attr, None)
+        module = getattr(owner, name, None)
+        if isinstance(module, torch.nn.ModuleList):
+            for i, layer in enumerate(module):
+                module[i] = torch.compile(layer)
+                compiled.append(f'{target}.{i}')
+        elif isinstance(module, torch.nn.Module):
+            setattr(owner, name, torch.compile(module))
+            compiled.append(target)
+    return compiled
 
 
 def make_bench(config: str, cfg_options, args, device: torch.device) -> Bench:
