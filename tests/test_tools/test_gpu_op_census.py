@@ -57,6 +57,21 @@ def test_census_counts_the_float32_copies_of_autocast_norms(capsys):
     assert kept['gb_moved'] < off['gb_moved']
 
 
+@pytest.mark.parametrize('dtype', ['bf16', 'fp32'])
+def test_census_counts_graphs_on_parameters_cast_once(capsys, dtype):
+    """As ``cuda_graphs`` records them by default: under autocast without
+    the kernels that cast parameters (one per parameter and call)."""
+    once = _run(capsys, '--dtype', dtype)
+    every = _run(capsys, '--dtype', dtype, '--cfg-options',
+                 'model.test_cfg.cast_parameters_once=False')
+    if dtype == 'fp32':
+        assert once['kernels'] == every['kernels']
+        return
+    saved = every['kernels'] - once['kernels']
+    assert saved > 50
+    assert every['casts']['count'] - once['casts']['count'] == saved
+
+
 def test_allocations_and_attention_output_count_as_on_a_gpu():
     """Allocations launch no kernel, and fused attention returns the (B,
     heads, L, E) view of a (B, L, heads, E) tensor as GPU kernels do, so

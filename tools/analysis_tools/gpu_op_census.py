@@ -44,6 +44,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from benchmark import load_config, padded_size, strip_pretrained  # noqa: E402
 
 import mmttsrn.models.layers.graph_capture as graph_capture  # noqa: E402
+from mmttsrn.models.layers import CastParameters  # noqa: E402
 
 DTYPES = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)
 # ATen ops that launch no kernel, besides the views their schema names.
@@ -181,7 +182,15 @@ def census(cfg, frames: int, size, dtype, top: int) -> dict:
             torch.set_autocast_enabled('cuda', True)
             torch.set_autocast_cache_enabled(False)
         try:
-            with log:
+            on_copies = ExitStack()
+            if dtype is not None and model.test_cfg['cast_parameters_once']:
+                # As the graph is recorded: on copies of the parameters
+                # that the forward only casts.
+                params = CastParameters.find(model, dtype,
+                                             model._graphed_clip, inputs,
+                                             pad_mask)
+                on_copies.enter_context(params.swapped())
+            with on_copies, log:
                 model._graphed_clip(inputs, pad_mask)
         finally:
             torch.set_autocast_enabled('cuda', autocast[0])

@@ -1,3 +1,4 @@
+from .cast_parameters import *  # noqa: F401,F403
 from .convex_upsample import *  # noqa: F401,F403
 from .cuda_graph import *  # noqa: F401,F403
 from .dropout_attention import *  # noqa: F401,F403

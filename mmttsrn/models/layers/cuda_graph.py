@@ -1,9 +1,13 @@
 """CUDA graphs of an inference function, one per input signature."""
 from collections import OrderedDict
-from typing import Any, Callable, NamedTuple, Tuple
+from contextlib import nullcontext
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn as nn
 from torch import Tensor
+
+from .cast_parameters import CastParameters
 
 __all__ = ['CUDAGraphCache']
 
@@ -23,6 +27,7 @@ class _Graph(NamedTuple):
     graph: Any
     inputs: Tuple[Tensor, ...]
     outputs: Any
+    params: Optional[CastParameters]
 
 
 class CUDAGraphCache:
@@ -43,21 +48,34 @@ class CUDAGraphCache:
     cloned before the next. They keep the addresses of the parameters they
     read, so the owner calls :meth:`clear` when its parameters move.
 
+    With ``module``, a capture under autocast first runs ``fn`` once more to
+    find the parameters of ``module`` that it only casts to the autocast
+    dtype (:class:`CastParameters`), and records the graph on copies in that
+    dtype: the graph then holds no cast kernels for them. Before each replay
+    the copies of parameters changed in place since are cast again.
+
     Args:
         fn (Callable): Takes tensors, returns tensors nested in lists,
             tuples and dicts.
         max_graphs (int): Graphs kept; the least recently used one is
             dropped first.
         warmup (int): Eager runs before a capture. Defaults to 2.
+        module (nn.Module, optional): The module whose parameters ``fn``
+            reads, to cast once per capture. Defaults to None.
     """
 
-    def __init__(self, fn: Callable, max_graphs: int, warmup: int = 2) -> None:
+    def __init__(self,
+                 fn: Callable,
+                 max_graphs: int,
+                 warmup: int = 2,
+                 module: Optional[nn.Module] = None) -> None:
         if not isinstance(max_graphs, int) or max_graphs < 1:
             raise ValueError(
                 f'max_graphs must be a positive int, got {max_graphs!r}')
         self.fn = fn
         self.max_graphs = max_graphs
         self.warmup = warmup
+        self.module = module
         self._graphs: 'OrderedDict[tuple, _Graph]' = OrderedDict()
         self._pool = None
 
@@ -92,6 +110,8 @@ class CUDAGraphCache:
             self._graphs.move_to_end(key)
             for static, arg in zip(entry.inputs, args):
                 static.copy_(arg)
+        if entry.params is not None:
+            entry.params.refresh()
         entry.graph.replay()
         return _clone(entry.outputs)
 
@@ -106,18 +126,27 @@ class CUDAGraphCache:
             dtype=torch.get_autocast_dtype('cuda'),
             enabled=torch.is_autocast_enabled('cuda'),
             cache_enabled=False)
+        params = None
         with torch.cuda.device(device):
+            if self.module is not None and torch.is_autocast_enabled('cuda'):
+                with autocast:
+                    params = CastParameters.find(
+                        self.module, torch.get_autocast_dtype('cuda'),
+                        self.fn, *inputs)
+            on_copies = nullcontext() if params is None else params.swapped()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), autocast:
+            with torch.cuda.stream(side), autocast, on_copies:
                 for _ in range(self.warmup):
                     self.fn(*inputs)
             torch.cuda.current_stream().wait_stream(side)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
+            on_copies = nullcontext() if params is None else params.swapped()
             try:
-                with torch.cuda.graph(graph, pool=self._pool), autocast:
+                with torch.cuda.graph(graph, pool=self._pool), autocast, \
+                        on_copies:
                     outputs = self.fn(*inputs)
             except RuntimeError as error:
                 name = getattr(self.fn, '__qualname__', repr(self.fn))
@@ -126,4 +155,4 @@ class CUDAGraphCache:
                     'needs a function that launches '
                     'its kernels on the current stream and never waits '
                     'for the device') from error
-        return _Graph(graph, inputs, outputs)
+        return _Graph(graph, inputs, outputs, params)

@@ -105,3 +105,26 @@ def test_the_function_sees_a_capture_and_autocast():
     assert seen == [False, True]
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), x @ x, atol=0.1, rtol=0.05)
+
+
+@cuda
+@torch.no_grad()
+def test_graphs_under_autocast_run_on_parameters_cast_once():
+    """With ``module``, a bf16 graph reads copies of the parameters it only
+    casts, made at the capture and cast again after an in-place load."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16,
+                                                                 4)).cuda()
+    cache = CUDAGraphCache(net, max_graphs=1, module=net)
+    x = torch.randn(5, 8, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        expected = net(x)
+        assert torch.equal(cache(x), expected)
+        (entry, ) = cache._graphs.values()
+        assert len(entry.params) == 4
+        other = torch.nn.Sequential(
+            torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 4))
+        net.load_state_dict(other.state_dict())
+        assert torch.equal(cache(x), net(x))
+    assert isinstance(net[0].weight, torch.nn.Parameter)

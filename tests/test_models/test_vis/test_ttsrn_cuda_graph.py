@@ -3,16 +3,19 @@ graphs are dropped, and on a GPU the predictions of replayed graphs against
 eager ones (GPU tests skip without CUDA)."""
 import pytest
 import torch
+import torch.nn as nn
 from mmdet.registry import MODELS
 from test_ttsrn import make_video, tiny_model_cfg
+
+from mmttsrn.models.layers import CastParameters
 
 cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA device')
 
 
-def build(cuda_graphs, seed=0):
+def build(cuda_graphs, seed=0, **test_cfg):
     cfg = tiny_model_cfg(num_frames=3)
-    cfg['test_cfg']['cuda_graphs'] = cuda_graphs
+    cfg['test_cfg'].update(test_cfg, cuda_graphs=cuda_graphs)
     torch.manual_seed(seed)
     model = MODELS.build(cfg)
     model.init_weights()
@@ -45,6 +48,41 @@ def test_cuda_graphs_must_be_an_int_of_zero_or_more(bad):
 def test_no_cuda_graphs_by_default():
     model = build(0)
     assert model.test_cfg['cuda_graphs'] == 0 and model._graphs is None
+
+
+@pytest.mark.parametrize('bad', [1, 'yes', None])
+def test_cast_parameters_once_must_be_a_bool(bad):
+    with pytest.raises(ValueError, match='cast_parameters_once'):
+        build(1, cast_parameters_once=bad)
+
+
+def test_graphs_cast_the_model_parameters_once_by_default():
+    assert build(1)._graphs.module is not None
+    assert build(1, cast_parameters_once=False)._graphs.module is None
+
+
+@torch.no_grad()
+def test_graphed_forward_on_cast_parameters_is_the_same():
+    """The forward that ``cuda_graphs`` records, under CPU autocast: most of
+    the tiny model's parameters are only cast, and running on their copies
+    changes no output."""
+    model = build(1)
+    inputs = torch.randn(1, 3, 3, 64, 96)
+    pad_mask = torch.zeros(1, 3, 64, 96, dtype=torch.bool)
+    # No autocast cache, as in a graph capture (cached casts are not ops).
+    autocast = torch.autocast(
+        'cpu', dtype=torch.bfloat16, cache_enabled=False)
+    with autocast:
+        expected = model._graphed_clip(inputs, pad_mask)
+        params = CastParameters.find(model, torch.bfloat16,
+                                     model._graphed_clip, inputs, pad_mask)
+        with params.swapped():
+            got = model._graphed_clip(inputs, pad_mask)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert len(params) >= len(linears)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
 
 
 @torch.no_grad()
@@ -103,3 +141,23 @@ def test_a_graph_reads_the_parameters_it_was_captured_with():
         instances(graphed.predict(inputs, [video])[0]),
         instances(other.predict(inputs, [video])[0]),
         mask_agreement=0.999)
+
+
+@cuda
+@torch.no_grad()
+def test_graphs_on_cast_parameters_predict_as_graphs_without():
+    """Under bf16 autocast, graphs recorded on parameters cast once give
+    the predictions of graphs that cast them in every replay."""
+    once = build(1).cuda()
+    every = build(1, cast_parameters_once=False).cuda()
+    inputs, video = make_video(3)
+    inputs = inputs[None].cuda()
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        expected = instances(every.predict(inputs, [video])[0])
+        for _ in range(2):  # the capture, then a replay
+            got = instances(once.predict(inputs, [video])[0])
+            assert_same_predictions(got, expected)
+    (entry, ) = once._graphs._graphs.values()
+    assert len(entry.params) > 0
+    (entry, ) = every._graphs._graphs.values()
+    assert entry.params is None
