@@ -53,35 +53,43 @@ def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
     return torch.stack([grid_x, grid_y], -1)
 
 
-def _all_tap_grids(offset: Tensor, kh: int, kw: int,
-                   in_size: Tuple[int, int], padding: int,
-                   dilation: int) -> Tensor:
+def _tap_starts(kh: int, kw: int, out_size: Tuple[int, int],
+                in_size: Tuple[int, int], padding: int,
+                dilation: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """``grid_sample`` coordinates of every undeformed tap: x (kh*kw, 1, w)
+    and y (kh*kw, h, 1), float32. The same for every image and slice."""
+    H, W = in_size
+    h, w = out_size
+    tap = torch.arange(kh * kw, device=device)
+    tap_y = (tap // kw * dilation - padding)[:, None, None]
+    tap_x = (tap % kw * dilation - padding)[:, None, None]
+    ys = torch.arange(h, device=device)[:, None]
+    xs = torch.arange(w, device=device)
+    # Pixel p -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
+    return ((2 * (xs + tap_x) + 1).float() / W - 1,
+            (2 * (ys + tap_y) + 1).float() / H - 1)
+
+
+def _all_tap_grids(offset: Tensor, starts: Tuple[Tensor, Tensor],
+                   in_size: Tuple[int, int]) -> Tensor:
     """:func:`_tap_grid` of every tap at once: (N*kh*kw, h, w, 2) float32.
 
     Each coordinate is one fused op over the batch, the undeformed tap
-    positions (a small (kh*kw, h, w) tensor) plus the scaled offsets,
-    written into a plane of its own: the grid is a (2, N*kh*kw, h, w)
-    tensor seen as (N*kh*kw, h, w, 2), whose strides ``grid_sample``
-    follows.
+    positions (:func:`_tap_starts`) plus the scaled offsets, written into a
+    plane of its own: the grid is a (2, N*kh*kw, h, w) tensor seen as
+    (N*kh*kw, h, w, 2), whose strides ``grid_sample`` follows.
 
     Args:
         offset (Tensor): (N, kh*kw, 2, h, w), any float dtype.
     """
     H, W = in_size
     N, taps, _, h, w = offset.shape
-    device = offset.device
-    tap = torch.arange(taps, device=device)
-    tap_y = (tap // kw * dilation - padding)[:, None, None]
-    tap_x = (tap % kw * dilation - padding)[:, None, None]
-    ys = torch.arange(h, device=device)[:, None]
-    xs = torch.arange(w, device=device)
     grid = offset.new_empty(2, N, taps, h, w, dtype=torch.float32)
-    # Pixel p -> grid_sample coordinate (align_corners=False): (2p+1)/S-1;
-    # grid (x, y) takes the offset's (dx, dy).
-    for axis, (size, position, delta) in enumerate(
-            ((W, xs + tap_x, offset[:, :, 1]),
-             (H, ys + tap_y, offset[:, :, 0]))):
-        start = (2 * position + 1).float() / size - 1
+    # grid (x, y) takes the offset's (dx, dy); a pixel of offset moves the
+    # coordinate by 2/S.
+    for axis, (size, start, delta) in enumerate(
+            ((W, starts[0], offset[:, :, 1]), (H, starts[1], offset[:, :,
+                                                                    0]))):
         torch.add(start, delta, alpha=2 / size, out=grid[axis])
     return grid.permute(1, 2, 3, 4, 0).flatten(0, 1)
 
@@ -157,9 +165,23 @@ def _tap_sum(x: Tensor,
     return out
 
 
-def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
-                  dilation: int, out: Optional[Tensor] = None) -> Tensor:
-    """:func:`_tap_sum` in float32 with every tap in the same three ops:
+def _all_tap_kernels(weight: Tensor) -> Tensor:
+    """The 1x1 conv weight (kh*kw*C_out, C_in, 1, 1), float32, that projects
+    an input to every tap's ``C_out`` channels, tap-major."""
+    out_channels, in_channels, kh, kw = weight.shape
+    return weight.permute(2, 3, 0, 1).reshape(kh * kw * out_channels,
+                                              in_channels, 1, 1).float()
+
+
+def _all_taps_sum(x: Tensor,
+                  offset: Tensor,
+                  kernels: Tensor,
+                  starts: Tuple[Tensor, Tensor],
+                  out: Optional[Tensor] = None) -> Tensor:
+    """:func:`_tap_sum` in float32 with every tap in the same three ops
+    (``kernels``: :func:`_all_tap_kernels`; ``starts``: :func:`_tap_starts`,
+    which hold the padding and dilation; both made once per call of the
+    conv, not per slice):
     a 1x1 conv projects x to each tap's ``C_out`` channels, (N, kh*kw*C_out,
     H, W), which is (N*kh*kw, C_out, H, W) without a copy; one
     ``grid_sample`` samples each tap's image at its positions; a sum adds
@@ -167,17 +189,14 @@ def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
     GPU, at the cost of kh*kw projections in memory at once (see
     :func:`deform_conv2d_by_sampling`)."""
     N, _, H, W = x.shape
-    out_channels, in_channels, kh, kw = weight.shape
-    taps = kh * kw
+    taps = len(starts[0])
+    out_channels = len(kernels) // taps
     h, w = offset.shape[-2:]
-    kernels = weight.permute(2, 3, 0, 1).reshape(taps * out_channels,
-                                                 in_channels, 1, 1)
     # float32 as torchvision's kernel, also under autocast.
     with torch.autocast(x.device.type, enabled=False):
-        projected = F.conv2d(x.float(), kernels.float())
+        projected = F.conv2d(x.float(), kernels)
         grid = _all_tap_grids(
-            offset.reshape(N, taps, 2, h, w), kh, kw, (H, W), padding,
-            dilation)
+            offset.reshape(N, taps, 2, h, w), starts, (H, W))
         sampled = F.grid_sample(
             projected.view(N * taps, out_channels, H, W),
             grid,
@@ -188,16 +207,16 @@ def _all_taps_sum(x: Tensor, offset: Tensor, weight: Tensor, padding: int,
         sampled.view(N, taps, out_channels, h, w), 1, out=out)
 
 
-def _all_taps_into(x: Tensor, offset: Tensor, weight: Tensor,
-                   bias: Optional[Tensor], padding: int, dilation: int,
+def _all_taps_into(x: Tensor, offset: Tensor, kernels: Tensor,
+                   bias: Optional[Tensor], starts: Tuple[Tensor, Tensor],
                    out: Tensor) -> None:
     """:func:`_all_taps_sum` plus the bias, written into ``out`` (N, C_out,
     H', W') in its dtype: the sum itself when ``out`` is float32 without a
     bias, else one op that adds the bias and casts."""
     if bias is None and out.dtype == torch.float32:
-        _all_taps_sum(x, offset, weight, padding, dilation, out=out)
+        _all_taps_sum(x, offset, kernels, starts, out=out)
         return
-    total = _all_taps_sum(x, offset, weight, padding, dilation)
+    total = _all_taps_sum(x, offset, kernels, starts)
     if bias is None:
         out.copy_(total)
     else:
@@ -237,10 +256,12 @@ def _all_taps_inference(x: Tensor,
         step = _compiled_all_taps_into
     out_channels, _, kh, kw = weight.shape
     out = x.new_empty(len(x), out_channels, *offset.shape[-2:])
+    kernels = _all_tap_kernels(weight)
+    starts = _tap_starts(kh, kw, offset.shape[-2:], x.shape[-2:], padding,
+                         dilation, x.device)
     for piece in _batch_slices(x, offset, kh * kw * out_channels,
                                chunk_bytes):
-        step(x[piece], offset[piece], weight, bias, padding, dilation,
-             out[piece])
+        step(x[piece], offset[piece], kernels, bias, starts, out[piece])
     return out
 
 

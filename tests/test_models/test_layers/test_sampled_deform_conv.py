@@ -3,10 +3,11 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.layers import deform_conv2d_by_sampling
-from mmttsrn.models.layers.sampled_deform_conv import (_all_taps_inference,
+from mmttsrn.models.layers.sampled_deform_conv import (_all_tap_kernels,
+                                                       _all_taps_inference,
                                                        _all_taps_sum,
                                                        _SampledDeformConv2d,
-                                                       _tap_sum)
+                                                       _tap_starts, _tap_sum)
 
 
 def _args(channels_last=False, dtype=torch.float32, seed=0):
@@ -173,7 +174,9 @@ def test_all_taps_at_once_match_torchvision(dilation, kernel):
     expected = deform_conv2d(
         x, offset, weight, padding=(pad, pad), dilation=dilation)
     with torch.no_grad():
-        got = _all_taps_sum(x, offset, weight, pad, dilation)
+        starts = _tap_starts(kh, kw, offset.shape[-2:], x.shape[-2:], pad,
+                             dilation, x.device)
+        got = _all_taps_sum(x, offset, _all_tap_kernels(weight), starts)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
