@@ -60,7 +60,7 @@ class TTSRN(BaseMOTModel):
             graph runs on copies of the parameters that the forward only
             casts to the autocast dtype, cast when the graph is recorded
             and again when they change in place, instead of casting them in
-            every replay; the same result, about 500 fewer kernels per clip
+            every replay; the same result, about 600 fewer kernels per clip
             of the paper config; see :class:`CastParameters`) and
             ``low_precision_norms`` (default True: in GPU inference under
             bf16/fp16 autocast the layer and group norms take and return
