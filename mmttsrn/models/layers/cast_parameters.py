@@ -64,9 +64,9 @@ class CastParameters:
     parameter or a view of one. A parameter qualifies when each of those
     ops is a view or a cast to ``dtype`` (a cast of a view is the view of
     the cast); one also used otherwise (in float32, say) keeps its own
-    tensor. The same function on inputs of the same signature takes
-    the same path, so a copy is exact there; a CUDA graph is recorded once
-    per signature.
+    tensor. A copy is exact for runs that take the path of the run that
+    found it: :class:`CUDAGraphCache` finds them once per signature, on the
+    paths of a capture (:func:`capture_paths`), and records its graph there.
 
     Args:
         module (nn.Module): Owner of the parameters.

@@ -8,6 +8,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .cast_parameters import CastParameters
+from .graph_capture import capture_paths
 
 __all__ = ['CUDAGraphCache']
 
@@ -36,7 +37,8 @@ class CUDAGraphCache:
     The first call with a new signature (shapes, dtypes and device of the
     arguments, and the autocast state) runs ``fn`` ``warmup`` times on a
     side stream, as ``torch.cuda.graph`` asks (cuBLAS and cuDNN set
-    themselves up there), then records its kernels into a graph. Every call
+    themselves up there), on the paths of a capture
+    (:func:`capture_paths`), then records its kernels into a graph. Every call
     copies its arguments into the graph's input tensors, replays the graph
     and returns clones of its outputs: the host launches one graph instead
     of thousands of small kernels, which is what bounds a model's latency
@@ -129,14 +131,15 @@ class CUDAGraphCache:
         params = None
         with torch.cuda.device(device):
             if self.module is not None and torch.is_autocast_enabled('cuda'):
-                with autocast:
+                with autocast, capture_paths():
                     params = CastParameters.find(
                         self.module, torch.get_autocast_dtype('cuda'),
                         self.fn, *inputs)
             on_copies = nullcontext() if params is None else params.swapped()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), autocast, on_copies:
+            with torch.cuda.stream(side), autocast, on_copies, \
+                    capture_paths():
                 for _ in range(self.warmup):
                     self.fn(*inputs)
             torch.cuda.current_stream().wait_stream(side)

@@ -128,3 +128,34 @@ def test_graphs_under_autocast_run_on_parameters_cast_once():
         net.load_state_dict(other.state_dict())
         assert torch.equal(cache(x), net(x))
     assert isinstance(net[0].weight, torch.nn.Parameter)
+
+
+def test_capture_paths_switch_is_graph_capture_on_and_back():
+    from mmttsrn.models.layers import capture_paths
+    assert not is_graph_capture()
+    with pytest.raises(RuntimeError, match='inside'):
+        with capture_paths():
+            assert is_graph_capture()
+            with capture_paths():
+                assert is_graph_capture()
+            assert is_graph_capture()
+            raise RuntimeError('inside')
+    assert not is_graph_capture()
+
+
+@cuda
+@torch.no_grad()
+def test_runs_before_a_capture_take_its_paths():
+    """The search for parameters cast once and the warm-ups run what the
+    capture records (a function may branch on is_graph_capture)."""
+    net = torch.nn.Linear(4, 4).cuda()
+    seen = []
+
+    def fn(x):
+        seen.append(is_graph_capture())
+        return net(x)
+
+    cache = CUDAGraphCache(fn, max_graphs=1, module=net)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        cache(torch.randn(2, 4, device='cuda'))
+    assert seen == [True] * 4  # search, two warm-ups, capture
