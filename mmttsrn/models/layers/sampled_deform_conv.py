@@ -87,9 +87,8 @@ def _all_tap_grids(offset: Tensor, starts: Tuple[Tensor, Tensor],
     grid = offset.new_empty(2, N, taps, h, w, dtype=torch.float32)
     # grid (x, y) takes the offset's (dx, dy); a pixel of offset moves the
     # coordinate by 2/S.
-    for axis, (size, start, delta) in enumerate(
-            ((W, starts[0], offset[:, :, 1]), (H, starts[1], offset[:, :,
-                                                                    0]))):
+    axes = ((W, starts[0], offset[:, :, 1]), (H, starts[1], offset[:, :, 0]))
+    for axis, (size, start, delta) in enumerate(axes):
         torch.add(start, delta, alpha=2 / size, out=grid[axis])
     return grid.permute(1, 2, 3, 4, 0).flatten(0, 1)
 
