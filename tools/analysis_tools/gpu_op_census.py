@@ -5,10 +5,11 @@ transformer, heads; no post-processing) on fake CUDA tensors (shapes and
 dtypes only, ``torch._subclasses.FakeTensorMode``) under CUDA autocast as a
 graph capture has it (autocast's cache off; with
 ``test_cfg.cast_parameters_once``, on copies of the parameters that are only
-cast), and logs every ATen op that reaches the dispatcher. Prints one JSON line: the number of kernels (ops
-that are not views), the bytes they read and write (every input and output
-tensor counted once per op, an expanded dim once: a measure of the memory
-traffic of a forward that is bound by it), the same per op, and the casts
+cast), and logs every ATen op that reaches the dispatcher. Prints one JSON
+line: the number of kernels (ops that are not views), the bytes they read
+and write (every input and output tensor counted once per op, an expanded
+dim once: a measure of the memory traffic of a forward that is bound by
+it), the same per op, and the casts
 (``_to_copy`` to another dtype) and layout copies (``clone``, ``copy_``,
 ``_to_copy`` to the same dtype) with the modules they come from.
 
