@@ -96,7 +96,9 @@ class CastParameters:
         ``dtype``."""
         params = dict(module.named_parameters())
         uses = _ParameterUses({id(p): p for p in params.values()}, dtype)
-        with uses:
+        # Eager, so that the mode sees every op: compiled code would hide
+        # them (and a fullgraph compile refuses to run under the mode).
+        with torch.compiler.set_stance('force_eager'), uses:
             fn(*args)
         only_cast = uses.cast - uses.other
         return cls(

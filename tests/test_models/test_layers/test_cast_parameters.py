@@ -115,3 +115,15 @@ def test_shared_parameters_are_swapped_everywhere_and_restored():
 def test_without_autocast_nothing_qualifies(net_and_input):
     net, x = net_and_input
     assert len(CastParameters.find(net, BF16, net, x)) == 0
+
+
+def test_find_runs_compiled_code_eagerly(net_and_input):
+    """``torch.compile``'d code (here fullgraph, which refuses to run under
+    a dispatch mode) runs eagerly for the search, which sees its ops."""
+    net, x = net_and_input
+    compiled = torch.compile(net, fullgraph=True)
+    with torch.autocast('cpu', dtype=BF16):
+        params = CastParameters.find(net, BF16, compiled, x)
+    assert sorted(params._params) == [
+        'fc1.bias', 'fc1.weight', 'fc2.bias', 'fc2.weight'
+    ]
