@@ -26,8 +26,10 @@ def is_graph_capture() -> bool:
     depends on sizes, in-place writes into slices) are kept out of graphs.
     Also True inside :func:`capture_paths`.
     """
-    return (_capture_paths or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+    # is_compiling() first: code being compiled then reads nothing else,
+    # so no guard on _capture_paths makes it compile again outside it.
+    return (torch.compiler.is_compiling() or _capture_paths
+            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
             or torch.compiler.is_exporting() or is_stream_capturing())
 
 

@@ -159,3 +159,23 @@ def test_runs_before_a_capture_take_its_paths():
     with torch.autocast('cuda', dtype=torch.bfloat16):
         cache(torch.randn(2, 4, device='cuda'))
     assert seen == [True] * 4  # search, two warm-ups, capture
+
+
+def test_compiled_code_is_not_compiled_again_outside_capture_paths():
+    """Code compiled inside ``capture_paths`` (a CUDA graph's warm-ups) and
+    run again outside it (the capture) keeps its one compilation: compiling
+    during a capture would record the compiler's own kernels."""
+    from mmttsrn.models.layers import capture_paths
+    compilations = []
+
+    def backend(graph_module, example_inputs):
+        compilations.append(graph_module)
+        return graph_module.forward
+
+    compiled = torch.compile(
+        lambda x: x * 2 if is_graph_capture() else x * 3, backend=backend)
+    x = torch.ones(2)
+    with capture_paths():
+        assert torch.equal(compiled(x), x * 2)
+    assert torch.equal(compiled(x), x * 2)
+    assert len(compilations) == 1
