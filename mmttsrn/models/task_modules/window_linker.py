@@ -108,7 +108,7 @@ class WindowLinker:
         video_len = read(clip_len)
         if video_len < clip_len or read(clip_len + 1) == clip_len:
             inds, = self.split(video_len, clip_len)
-            yield inds, [held[i] for i in inds], None
+            yield inds, [held[i] for i in inds.tolist()], None
             return
         self._check_overlap(clip_len)
         start = 0
