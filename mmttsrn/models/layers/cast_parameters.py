@@ -17,12 +17,12 @@ class _ParameterUses(TorchDispatchMode):
     nothing else changed) and those used any other way. A cast commutes
     with a view, so a parameter whose views are only cast qualifies too."""
 
-    def __init__(self, params: Dict[int, Tensor], dtype: torch.dtype):
+    def __init__(self, param_ids: Set[int], dtype: torch.dtype):
         super().__init__()
         self.dtype = dtype
         # id of a parameter or of a view of one -> the parameter's id; the
         # views are kept alive so that their ids are not reused meanwhile.
-        self.base = {key: key for key in params}
+        self.base = {key: key for key in param_ids}
         self.views: List[Tensor] = []
         self.cast: Set[int] = set()
         self.other: Set[int] = set()
@@ -77,7 +77,6 @@ class CastParameters:
     def __init__(self, module: nn.Module, params: Dict[str, Tensor],
                  dtype: torch.dtype) -> None:
         self.module = module
-        self.dtype = dtype
         self._params = params
         self._versions = {name: p._version for name, p in params.items()}
         self._copies = {
@@ -95,7 +94,7 @@ class CastParameters:
         return the parameters of ``module`` that it only casts to
         ``dtype``."""
         params = dict(module.named_parameters())
-        uses = _ParameterUses({id(p): p for p in params.values()}, dtype)
+        uses = _ParameterUses({id(p) for p in params.values()}, dtype)
         # Eager, so that the mode sees every op: compiled code would hide
         # them (and a fullgraph compile refuses to run under the mode).
         with torch.compiler.set_stance('force_eager'), uses:
