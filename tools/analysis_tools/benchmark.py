@@ -326,6 +326,7 @@ class Bench:
     step: Callable
     new_samples: Callable
     cfg_options: Optional[dict] = None
+    compiled: List[str] = field(default_factory=list)
     seconds: List[float] = field(default_factory=list)
     peak_mb: float = 0.0
 
@@ -348,8 +349,6 @@ def build_model(cfg: Config, args, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     model = MODELS.build(model_cfg)
     model.init_weights()
-    if args.compile:
-        compile_submodules(model)
     return model.to(device).train(args.train)
 
 
@@ -376,6 +375,7 @@ def compile_submodules(model: torch.nn.Module) -> List[str]:
 def make_bench(config: str, cfg_options, args, device: torch.device) -> Bench:
     cfg = load_config(config, cfg_options)
     model = build_model(cfg, args, device)
+    compiled = compile_submodules(model) if args.compile else []
     divisor = cfg.model.get('data_preprocessor', {}).get('pad_size_divisor', 1)
     size = tuple(args.size)
     pad_size = padded_size(size, divisor)
@@ -409,7 +409,7 @@ def make_bench(config: str, cfg_options, args, device: torch.device) -> Bench:
             with autocast():
                 return model.predict(inputs, samples)
 
-    return Bench(config, model, step, new_samples, cfg_options)
+    return Bench(config, model, step, new_samples, cfg_options, compiled)
 
 
 def run_once(bench: Bench, device: torch.device, meter: MemoryMeter,
@@ -480,6 +480,7 @@ def summary(bench: Bench, args, device: torch.device, meter: MemoryMeter,
         device_name=device_name(device),
         dtype=args.dtype,
         compile=args.compile,
+        compiled=bench.compiled,
         cfg_options=bench.cfg_options,
         frames=args.frames,
         size=list(args.size),
