@@ -313,17 +313,25 @@ def test_gpu_benchmark_script_does_every_run_by_default(tmp_path):
         env={**env, 'PYTHON': 'echo'},
         timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert len(list(tmp_path.glob('*.log'))) == 10
+    assert len(list(tmp_path.glob('*.log'))) == 12
 
 
-def test_gpu_benchmark_compiled_deform_run(tmp_path):
-    """The compiled-deformable-conv run sets both TT-SRN options."""
-    proc = _gpu_benchmark(tmp_path, 'predict_bf16_graph_compiled_deform')
+@pytest.mark.parametrize('impl', ['compiled', 'triton'])
+def test_gpu_benchmark_deform_runs(tmp_path, impl):
+    """The compiled and Triton deformable conv runs set both TT-SRN
+    options; the Triton one also runs with --compile."""
+    name = f'predict_bf16_graph_{impl}_deform'
+    compiled_name = f'predict_bf16_compile_graph_{impl}_deform'
+    runs = name + (' ' + compiled_name if impl == 'triton' else '')
+    proc = _gpu_benchmark(tmp_path, runs)
     assert proc.returncode == 0, proc.stderr
-    args = (tmp_path /
-            'predict_bf16_graph_compiled_deform.log').read_text().split()
-    assert {
+    options = {
         'bf16', 'model.test_cfg.cuda_graphs=1',
-        'model.track_head.mask_head.cuda_compiled_deform=True'
-    } <= set(args)
+        f'model.track_head.mask_head.cuda_deform={impl}'
+    }
+    args = (tmp_path / f'{name}.log').read_text().split()
+    assert options <= set(args)
     assert '--compile' not in args
+    if impl == 'triton':
+        args = (tmp_path / f'{compiled_name}.log').read_text().split()
+        assert options | {'--compile'} <= set(args)

@@ -72,6 +72,25 @@ def test_census_counts_graphs_on_parameters_cast_once(capsys, dtype):
     assert every['casts']['count'] - once['casts']['count'] == saved
 
 
+def test_census_counts_the_triton_deformable_conv_as_one_kernel(capsys):
+    """``cuda_deform='triton'`` reaches the GPU forward: the three ops of
+    every slice (projection, sampling, tap sum) give way to one op that
+    moves less memory."""
+    pytest.importorskip('triton')
+    three = _run(capsys, '--dtype', 'bf16', '--top', '50')
+    fused = _run(capsys, '--dtype', 'bf16', '--top', '50', '--cfg-options',
+                 'model.track_head.mask_head.cuda_deform=triton')
+
+    def calls(record, op):
+        return sum(row['calls'] for row in record['by_op'] if row['op'] == op)
+
+    for op in ('grid_sampler_2d', 'sum'):
+        assert calls(fused, op) < calls(three, op)
+    assert calls(fused, 'fused_deform_conv2d') == 1
+    assert fused['kernels'] < three['kernels']
+    assert fused['gb_moved'] < three['gb_moved']
+
+
 def test_allocations_and_attention_output_count_as_on_a_gpu():
     """Allocations launch no kernel, and fused attention returns the (B,
     heads, L, E) view of a (B, L, heads, E) tensor as GPU kernels do, so

@@ -3,8 +3,10 @@
 # 36 x 300 x 540 clip against mmdet's Mask2Former-VIS R50 in the same process,
 # predict in fp32 and bf16 (with and without torch.compile), then one training
 # iteration in fp32 and bf16 with activation checkpointing, then TT-SRN's
-# predict as CUDA graphs (test_cfg.cuda_graphs; the peer as it is), the last
-# also with the deformable conv compiled (mask_head.cuda_compiled_deform).
+# predict as CUDA graphs (test_cfg.cuda_graphs; the peer as it is), also with
+# the deformable conv compiled by inductor or as one Triton kernel
+# (mask_head.cuda_deform='compiled' / 'triton', the latter also with
+# --compile).
 #
 #   tools/analysis_tools/gpu_benchmark.sh [OUT_DIR]
 #
@@ -13,8 +15,8 @@
 # reported and the next one starts. PYTHON overrides the interpreter
 # (default: the project's .venv when it exists, else python); DEVICE, FRAMES
 # and SIZE the clip, for a dry run (DEVICE=cpu FRAMES=2 SIZE="64 96"); RUNS
-# the names of the runs to do, separated by spaces (default: all ten, in the
-# order below).
+# the names of the runs to do, separated by spaces (default: all twelve, in
+# the order below).
 set -u
 cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-work_dirs/gpu_benchmark}
@@ -32,7 +34,8 @@ CHECKPOINTING=(--cfg-options model.backbone.with_cp=True
 # The names of the bench calls at the end; RUNS may name only these.
 NAMES=" predict_fp32 predict_bf16 train_fp32 train_bf16 predict_bf16_compile
  predict_fp32_compile predict_bf16_graph predict_fp32_graph
- predict_bf16_compile_graph predict_bf16_graph_compiled_deform "
+ predict_bf16_compile_graph predict_bf16_graph_compiled_deform
+ predict_bf16_graph_triton_deform predict_bf16_compile_graph_triton_deform "
 NAMES=$(echo $NAMES)
 NAMES=" $NAMES "
 for name in ${RUNS:-}; do
@@ -66,4 +69,8 @@ bench predict_bf16_graph --dtype bf16 "${GRAPHS[@]}"
 bench predict_fp32_graph "${GRAPHS[@]}"
 bench predict_bf16_compile_graph --dtype bf16 --compile "${GRAPHS[@]}"
 bench predict_bf16_graph_compiled_deform --dtype bf16 "${GRAPHS[@]}" \
-    --cfg-options model.track_head.mask_head.cuda_compiled_deform=True
+    --cfg-options model.track_head.mask_head.cuda_deform=compiled
+bench predict_bf16_graph_triton_deform --dtype bf16 "${GRAPHS[@]}" \
+    --cfg-options model.track_head.mask_head.cuda_deform=triton
+bench predict_bf16_compile_graph_triton_deform --dtype bf16 --compile \
+    "${GRAPHS[@]}" --cfg-options model.track_head.mask_head.cuda_deform=triton

@@ -25,7 +25,7 @@ from torchvision.ops import DeformConv2d
 
 from ..layers.graph_capture import is_graph_capture, is_stream_capturing
 from ..layers.init_cfg import pretrained_cfg
-from ..layers.sampled_deform_conv import deform_conv2d_by_sampling
+from ..layers.sampled_deform_conv import CUDA_IMPLS, deform_conv2d_by_sampling
 
 __all__ = ['SequenceMaskHead']
 
@@ -100,12 +100,15 @@ class SequenceMaskHead(BaseModule):
             volumes, so that its tensors stay small enough for malloc to
             reuse and for the cache to hold (exact). Defaults to None: all
             frames at once.
-        cuda_compiled_deform (bool): GPU inference runs the deformable
-            conv's sampling, tap sum and cast as one kernel compiled by
+        cuda_deform (str): How GPU inference runs the deformable conv
+            (exact up to float rounding): ``'grid_sample'``, three ops
+            that write every tap's projection and samples; ``'compiled'``,
+            its sampling, tap sum and cast as one kernel compiled by
             ``torch.compile`` (inductor; compiled on the first clip of each
-            shape, before a CUDA graph captures it) instead of three ops
-            that write every tap's samples (exact up to float rounding).
-            Defaults to False.
+            shape, before a CUDA graph captures it); ``'triton'``, the whole
+            conv as one Triton kernel that writes only its output. See
+            :func:`deform_conv2d_by_sampling`. Defaults to
+            ``'grid_sample'``.
         init_cfg (dict or list[dict], optional): Initialisation config.
     """
 
@@ -122,7 +125,7 @@ class SequenceMaskHead(BaseModule):
                  dropout: float = 0.0,
                  pixel_embed: bool = False,
                  cpu_frame_chunk: Optional[int] = None,
-                 cuda_compiled_deform: bool = False,
+                 cuda_deform: str = 'grid_sample',
                  init_cfg: OptMultiConfig = None) -> None:
         super().__init__(init_cfg=init_cfg)
         conv_channels = self._check_widths(embed_dims, num_heads,
@@ -139,10 +142,10 @@ class SequenceMaskHead(BaseModule):
             raise ValueError('cpu_frame_chunk must be None or a positive '
                              f'int, got {cpu_frame_chunk!r}')
         self.cpu_frame_chunk = cpu_frame_chunk
-        if not isinstance(cuda_compiled_deform, bool):
-            raise TypeError('cuda_compiled_deform must be a bool, got '
-                            f'{cuda_compiled_deform!r}')
-        self.cuda_compiled_deform = cuda_compiled_deform
+        if cuda_deform not in CUDA_IMPLS:
+            raise ValueError(f'cuda_deform must be one of {CUDA_IMPLS}, got '
+                             f'{cuda_deform!r}')
+        self.cuda_deform = cuda_deform
 
         norm_cfg = dict(type='GN', num_groups=num_groups)
         act_cfg = dict(type='GELU')
@@ -436,7 +439,7 @@ class SequenceMaskHead(BaseModule):
                 deform.bias,
                 deform.padding[0],
                 deform.dilation[0],
-                cuda_compiled=self.cuda_compiled_deform)
+                cuda_impl=self.cuda_deform)
         else:
             x = self.deform_conv(x, self.offset_conv(x))
         return self.act(self.deform_norm(x))

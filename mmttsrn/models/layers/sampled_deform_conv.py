@@ -25,7 +25,10 @@ from torch.autograd.function import once_differentiable
 
 from .graph_capture import is_graph_capture
 
-__all__ = ['deform_conv2d_by_sampling']
+__all__ = ['deform_conv2d_by_sampling', 'CUDA_IMPLS']
+
+# What GPU inference can run (see deform_conv2d_by_sampling's cuda_impl).
+CUDA_IMPLS = ('grid_sample', 'compiled', 'triton')
 
 
 def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
@@ -379,15 +382,15 @@ def deform_conv2d_by_sampling(x: Tensor,
                               dilation: int = 1,
                               chunk_bytes: int = 4 * 2**20,
                               cuda_chunk_bytes: int = 2**28,
-                              cuda_compiled: bool = False) -> Tensor:
+                              cuda_impl: str = 'grid_sample') -> Tensor:
     """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
     modulation mask) written with ``F.grid_sample``.
 
     Zero padding outside the image and the bilinear weights are
     torchvision's. Training in float32 or float64 (autograd on, no autocast,
     no graph capture) runs :class:`_SampledDeformConv2d`; inference on a
-    GPU runs :func:`_all_taps_inference`; everything else runs the same tap
-    sum with autograd's own ops.
+    GPU runs ``cuda_impl``; everything else runs the same tap sum with
+    autograd's own ops.
 
     Args:
         x (Tensor): Input (N, C_in, H, W); channels-last saves a copy.
@@ -406,13 +409,20 @@ def deform_conv2d_by_sampling(x: Tensor,
             every tap at once (:func:`_all_taps_sum`) on slices of the batch
             whose projections of all taps stay under this many bytes (one
             image per slice at least). Defaults to 256 MiB.
-        cuda_compiled (bool): GPU inference runs each slice compiled by
-            ``torch.compile`` (see :func:`_all_taps_inference`). Defaults
-            to False.
+        cuda_impl (str): GPU inference runs ``'grid_sample'``, every tap
+            in three ops on slices of the batch (:func:`_all_taps_inference`);
+            ``'compiled'``, the same slices compiled by ``torch.compile``;
+            or ``'triton'``, one kernel that writes nothing but the output
+            (:func:`~.deform_conv_kernel.fused_deform_conv2d`, needs Triton;
+            its matmuls in TF32 when ``torch.backends.cudnn.allow_tf32``, as
+            the 1x1 conv of the other two). Defaults to ``'grid_sample'``.
 
     Returns:
         Tensor: (N, C_out, H', W') with the output size of a stride-1 conv.
     """
+    if cuda_impl not in CUDA_IMPLS:
+        raise ValueError(f'cuda_impl must be one of {CUDA_IMPLS}, got '
+                         f'{cuda_impl!r}')
     N, _, H, W = x.shape
     _, _, kh, kw = weight.shape
     out_h = H + 2 * padding - dilation * (kh - 1)
@@ -427,9 +437,15 @@ def deform_conv2d_by_sampling(x: Tensor,
             and x.dtype in (torch.float32, torch.float64)):
         out = _SampledDeformConv2d.apply(x, offset, weight, padding, dilation,
                                          chunk_bytes)
+    elif not needs_grad and x.is_cuda and cuda_impl == 'triton':
+        # Imported here: Triton is not part of a CPU-only PyTorch.
+        from .deform_conv_kernel import fused_deform_conv2d
+        return fused_deform_conv2d(x, offset, weight, bias, padding,
+                                   dilation, torch.backends.cudnn.allow_tf32)
     elif not needs_grad and x.is_cuda:
         return _all_taps_inference(x, offset, weight, bias, padding,
-                                   dilation, cuda_chunk_bytes, cuda_compiled)
+                                   dilation, cuda_chunk_bytes,
+                                   cuda_impl == 'compiled')
     elif not needs_grad and not is_graph_capture():
         out = _chunked_tap_sum(x, offset, weight, padding, dilation,
                                chunk_bytes)

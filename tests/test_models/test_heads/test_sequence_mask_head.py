@@ -338,18 +338,19 @@ def test_add_fpn(channels_last, size):
         torch.testing.assert_close(grad, ref)
 
 
-def test_cuda_compiled_deform_reaches_the_deformable_conv(monkeypatch):
-    """``cuda_compiled_deform`` is passed to the sampled deformable conv
-    (which uses it on a GPU without autograd) and must be a bool."""
+def test_cuda_deform_reaches_the_deformable_conv(monkeypatch):
+    """``cuda_deform`` is passed to the sampled deformable conv (which uses
+    it on a GPU without autograd) and must name one of its ways."""
     from mmttsrn.models.heads import sequence_mask_head
     seen = []
     sampled = sequence_mask_head.deform_conv2d_by_sampling
     monkeypatch.setattr(
         sequence_mask_head, 'deform_conv2d_by_sampling',
-        lambda *a, **kw: seen.append(kw['cuda_compiled']) or sampled(*a, **kw))
-    for flag in (False, True):
+        lambda *a, **kw: seen.append(kw['cuda_impl']) or sampled(*a, **kw))
+    impls = ('grid_sample', 'compiled', 'triton')
+    for impl in impls:
         with torch.no_grad():
-            _head(cuda_compiled_deform=flag)(*_inputs(1, 2, 2))
-    assert seen == [False, True]
-    with pytest.raises(TypeError, match='cuda_compiled_deform'):
-        _head(cuda_compiled_deform='yes')
+            _head(cuda_deform=impl)(*_inputs(1, 2, 2))
+    assert seen == list(impls)
+    with pytest.raises(ValueError, match='cuda_deform'):
+        _head(cuda_deform=True)

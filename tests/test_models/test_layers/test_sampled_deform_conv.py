@@ -241,16 +241,19 @@ def test_gpu_inference_matches_torchvision(cuda_chunk_bytes):
 
 @pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_gpu_inference_compiled_matches_torchvision():
-    """``cuda_compiled`` on a GPU (Triton), also under bf16 autocast and
-    inside a CUDA graph."""
+@pytest.mark.parametrize('impl', ['compiled', 'triton'])
+def test_gpu_inference_fused_matches_torchvision(impl, monkeypatch):
+    """``cuda_impl='compiled'`` (inductor's kernel) and ``'triton'`` (ours)
+    on a GPU, also under bf16 autocast and inside a CUDA graph (float32
+    matmuls: TF32 off)."""
     from mmttsrn.models.layers.cuda_graph import CUDAGraphCache
-    x, offset, weight, bias = (t.cuda() for t in _args())
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    x, offset, weight, bias = (t.cuda() for t in _args(impl == 'triton'))
     expected = deform_conv2d(x, offset, weight, bias, padding=1)
 
     def conv(x, offset):
         return deform_conv2d_by_sampling(
-            x, offset, weight, bias, cuda_compiled=True)
+            x, offset, weight, bias, cuda_impl=impl)
 
     with torch.no_grad():
         torch.testing.assert_close(

@@ -161,3 +161,25 @@ def test_graphs_on_cast_parameters_predict_as_graphs_without():
     assert len(entry.params) > 0
     (entry, ) = every._graphs._graphs.values()
     assert entry.params is None
+
+
+@cuda
+@torch.no_grad()
+def test_graphs_with_the_triton_deformable_conv_predict_as_without():
+    """``mask_head.cuda_deform='triton'`` (the whole deformable conv as one
+    kernel) in a graph gives the predictions of the three-op conv."""
+    models = []
+    for impl in ('grid_sample', 'triton'):
+        cfg = tiny_model_cfg(num_frames=3)
+        cfg['test_cfg'].update(cuda_graphs=1)
+        cfg['track_head']['mask_head']['cuda_deform'] = impl
+        torch.manual_seed(0)
+        model = MODELS.build(cfg)
+        model.init_weights()
+        models.append(model.eval().cuda())
+    inputs, video = make_video(3)
+    inputs = inputs[None].cuda()
+    expected = instances(models[0].predict(inputs, [video])[0])
+    for _ in range(2):  # the capture, then a replay
+        got = instances(models[1].predict(inputs, [video])[0])
+        assert_same_predictions(got, expected, mask_agreement=0.999)
