@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ['fused_deform_conv2d']
+__all__ = ['fused_deform_conv2d', 'launch_config']
 
 
 @triton.jit
@@ -58,7 +58,7 @@ def _deform_conv2d_kernel(x_ptr, offset_ptr, weight_ptr, bias_ptr, out_ptr,
     x_img = x_ptr + n * sxn
     offsets = offset_ptr + n * son + oy * soh + ox * sow
     acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
-    for k in tl.static_range(KH * KW):
+    for k in tl.range(0, KH * KW):
         dy = tl.load(offsets + 2 * k * soc, mask=in_p, other=0.)
         dx = tl.load(offsets + (2 * k + 1) * soc, mask=in_p, other=0.)
         # torchvision's position: the integer tap position plus the offset.
@@ -102,6 +102,21 @@ def _block(size: int) -> int:
     return max(16, triton.next_power_of_2(size))
 
 
+def launch_config(in_channels: int, out_channels: int) -> dict:
+    """The kernel's block sizes and launch options for these channels."""
+    block_ci = _block(in_channels)
+    # 4K float32 samples per program over eight warps: compiled for sm_90,
+    # 64 pixels of 48 bf16 channels take 107 registers a thread, without
+    # spills, so that two programs share an SM (docs/benchmark.md). The
+    # loads of the next tap need not be in flight (num_stages=1).
+    return dict(
+        BLOCK_P=max(16, min(64, 4096 // block_ci)),
+        BLOCK_CI=block_ci,
+        BLOCK_CO=_block(out_channels),
+        num_warps=8,
+        num_stages=1)
+
+
 @torch.library.custom_op('mmttsrn::fused_deform_conv2d', mutates_args=())
 def fused_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor,
                         bias: Optional[Tensor], padding: int, dilation: int,
@@ -110,8 +125,9 @@ def fused_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor,
     modulation mask) in one kernel, without autograd.
 
     Args:
-        x (Tensor): Input (N, C_in, H, W), any float dtype and strides
-            (channels-last reads each pixel's channels at once).
+        x (Tensor): Input (N, C_in, H, W), any float dtype and strides;
+            channels-last, whose pixels' channels are contiguous, is the
+            layout the kernel reads fast.
         offset (Tensor): (N, 2*kh*kw, h, w), (dy, dx) per tap, row-major
             tap order, as torchvision.
         weight (Tensor): (C_out, C_in, kh, kw).
@@ -129,10 +145,8 @@ def fused_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor,
     C_out, _, kh, kw = weight.shape
     h, w = offset.shape[-2:]
     out = x.new_empty(N, C_out, h, w)
-    block_ci = _block(C_in)
-    # About 8K float32 samples per program, in registers.
-    block_p = max(16, min(128, 8192 // block_ci))
-    grid = (N * triton.cdiv(h * w, block_p), )
+    config = launch_config(C_in, C_out)
+    grid = (N * triton.cdiv(h * w, config['BLOCK_P']), )
     _deform_conv2d_kernel[grid](
         x,
         offset,
@@ -154,12 +168,8 @@ def fused_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor,
         KH=kh,
         KW=kw,
         HAS_BIAS=bias is not None,
-        BLOCK_P=block_p,
-        BLOCK_CI=block_ci,
-        BLOCK_CO=_block(C_out),
         PRECISION='tf32' if tf32 else 'ieee',
-        # Eight warps share a block's samples: fewer registers per thread.
-        num_warps=8)
+        **config)
     return out
 
 

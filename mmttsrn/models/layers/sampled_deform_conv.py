@@ -440,6 +440,9 @@ def deform_conv2d_by_sampling(x: Tensor,
     elif not needs_grad and x.is_cuda and cuda_impl == 'triton':
         # Imported here: Triton is not part of a CPU-only PyTorch.
         from .deform_conv_kernel import fused_deform_conv2d
+
+        # The kernel gathers each sampled pixel's channels at once.
+        x = x.contiguous(memory_format=torch.channels_last)
         return fused_deform_conv2d(x, offset, weight, bias, padding,
                                    dilation, torch.backends.cudnn.allow_tf32)
     elif not needs_grad and x.is_cuda:

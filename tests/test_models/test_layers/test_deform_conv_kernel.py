@@ -112,3 +112,60 @@ def test_fake_tensor_shape():
             torch.empty(4, 18, 7, 8), torch.empty(5, 6, 3, 3), None, 0, 1,
             True)
     assert out.shape == (4, 5, 7, 8) and out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize('capability', [80, 90])
+@pytest.mark.parametrize('dtype', ['bf16', 'fp32'])
+def test_compiles_for_gpus_without_one(capability, dtype):
+    """The interpreter runs what a GPU would reject too; here Triton
+    compiles the kernel to a cubin for an A100 (sm_80) and an H100 (sm_90)
+    as the mask head of the paper config launches it (48 channels of 80 x
+    136, channels-last, to 24; arguments divisible by 16 marked as the JIT
+    marks them), with its own ptxas."""
+    triton = pytest.importorskip('triton')
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip('this Triton compiles ahead of time differently')
+    from mmttsrn.models.layers.deform_conv_kernel import (
+        _deform_conv2d_kernel, launch_config)
+    config = launch_config(48, 24)
+    options = {k: config.pop(k) for k in ('num_warps', 'num_stages')}
+    names = _deform_conv2d_kernel.arg_names
+    x_stride = dict(sxn=48 * 80 * 136, sxc=1, sxh=48 * 136, sxw=48)
+    o_stride = dict(son=18 * 80 * 136, soc=80 * 136, soh=136, sow=1)
+    w_stride = dict(swo=48 * 9, swi=9, swh=3, sww=1)
+    y_stride = dict(syn=24 * 80 * 136, syc=80 * 136, syh=136, syw=1)
+    ints = dict(
+        C_in=48, H=80, W=136, C_out=24, h=80, w=136, padding=1, dilation=1,
+        **x_stride, **o_stride, **w_stride, **y_stride)
+    # The JIT makes 1s constants and marks the others divisible by 16.
+    constants = dict(
+        KH=3, KW=3, HAS_BIAS=True, PRECISION='tf32', **config,
+        **{k: v
+           for k, v in ints.items() if v == 1})
+    signature = {}
+    for name in names:
+        if name in constants:
+            signature[name] = 'constexpr'
+        elif name.endswith('_ptr'):
+            signature[name] = '*fp32' if name in ('weight_ptr',
+                                                  'bias_ptr') else '*' + dtype
+        else:
+            signature[name] = 'i32'
+    divisible = [
+        name for name in names if name not in constants and (
+            name.endswith('_ptr') or ints[name] % 16 == 0)
+    ]
+    source = ASTSource(
+        _deform_conv2d_kernel,
+        signature,
+        constexprs={(names.index(k), ): v
+                    for k, v in constants.items()},
+        attrs={(names.index(k), ): [['tt.divisibility', 16]]
+               for k in divisible})
+    compiled = triton.compile(
+        source, target=GPUTarget('cuda', capability, 32), options=options)
+    assert len(compiled.asm['cubin']) > 0
+    assert '_deform_conv2d_kernel' in compiled.asm['ptx']
