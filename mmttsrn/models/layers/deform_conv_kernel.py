@@ -145,6 +145,8 @@ def fused_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor,
     C_out, _, kh, kw = weight.shape
     h, w = offset.shape[-2:]
     out = x.new_empty(N, C_out, h, w)
+    if out.numel() == 0:
+        return out
     config = launch_config(C_in, C_out)
     grid = (N * triton.cdiv(h * w, config['BLOCK_P']), )
     _deform_conv2d_kernel[grid](

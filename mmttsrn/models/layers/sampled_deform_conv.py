@@ -439,7 +439,13 @@ def deform_conv2d_by_sampling(x: Tensor,
                                          chunk_bytes)
     elif not needs_grad and x.is_cuda and cuda_impl == 'triton':
         # Imported here: Triton is not part of a CPU-only PyTorch.
-        from .deform_conv_kernel import fused_deform_conv2d
+        try:
+            from .deform_conv_kernel import fused_deform_conv2d
+        except ImportError as error:
+            raise ImportError(
+                "cuda_impl='triton' (mask_head.cuda_deform) needs Triton, "
+                "which CUDA builds of PyTorch install; use 'grid_sample' "
+                f'without it ({error})') from error
 
         # The kernel gathers each sampled pixel's channels at once.
         x = x.contiguous(memory_format=torch.channels_last)

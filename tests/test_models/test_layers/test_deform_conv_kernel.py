@@ -85,7 +85,7 @@ def test_matches_torchvision():
 
 def test_outside_image_is_zero():
     """Every tap sampled past the border reads zeros: the output is the
-    bias alone."""
+    bias alone; an empty batch launches nothing."""
     out = _interpret('''
         import torch
         from mmttsrn.models.layers.deform_conv_kernel import (
@@ -97,9 +97,29 @@ def test_outside_image_is_zero():
         got = fused_deform_conv2d(x, offset, torch.randn(4, 3, 3, 3), bias,
                                   1, 1, False)
         assert torch.equal(got, bias[:, None, None].expand_as(got)), got
+        empty = fused_deform_conv2d(x[:0], offset[:0],
+                                    torch.randn(4, 3, 3, 3), bias, 1, 1,
+                                    False)
+        assert empty.shape == (0, 4, 5, 6)
         print('ok')
     ''')
     assert out.split() == ['ok']
+
+
+def test_without_triton_the_error_names_the_option(monkeypatch):
+    """On a GPU (fake CUDA tensors here) without Triton, ``'triton'`` fails
+    with an error that names the option and the way out."""
+    import sys
+
+    from mmttsrn.models.layers import deform_conv2d_by_sampling
+    monkeypatch.setitem(sys.modules,
+                        'mmttsrn.models.layers.deform_conv_kernel', None)
+    with FakeTensorMode(), torch.no_grad():
+        x = torch.empty(2, 6, 9, 10, device='cuda')
+        offset = torch.empty(2, 18, 9, 10, device='cuda')
+        weight = torch.empty(5, 6, 3, 3, device='cuda')
+        with pytest.raises(ImportError, match='cuda_deform.*grid_sample'):
+            deform_conv2d_by_sampling(x, offset, weight, cuda_impl='triton')
 
 
 def test_fake_tensor_shape():

@@ -272,3 +272,8 @@ def test_gpu_inference_fused_matches_torchvision(impl, monkeypatch):
                 graphed(x, offset),
                 deform_conv2d(x, offset, weight, bias, padding=1),
                 rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_cuda_impl_is_refused():
+    with pytest.raises(ValueError, match="cuda_impl must be one of"):
+        deform_conv2d_by_sampling(*_args(), cuda_impl='cudnn')
