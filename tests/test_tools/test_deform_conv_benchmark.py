@@ -1,0 +1,29 @@
+"""tools/analysis_tools/deform_conv_benchmark.py on the CPU (its GPU ways
+need a GPU)."""
+import pytest
+from tool_loader import load_tool
+
+bench = load_tool('tools/analysis_tools/deform_conv_benchmark.py')
+TINY = ['--batch', '2', '--size', '6', '9', '--channels', '5', '3',
+        '--warmup', '1', '--repeats', '2']
+
+
+def test_records_every_way_and_dtype_against_torchvision(capsys):
+    records = bench.main(TINY)
+    assert [(r['way'], r['dtype']) for r in records] == [
+        ('torchvision', 'fp32'), ('sampled', 'fp32'), ('torchvision', 'bf16'),
+        ('sampled', 'bf16')
+    ]
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    for record in records:
+        assert record['ms'] > 0 and record['shape'] == [2, 5, 6, 9, 3]
+        # float32 to rounding; bf16 inputs and output to bf16's precision.
+        limit = 1e-5 if record['dtype'] == 'fp32' else 2e-2
+        assert record['max_rel_diff'] <= limit, record
+        assert record['out_dtype'] == dict(
+            fp32='float32', bf16='bfloat16')[record['dtype']]
+
+
+def test_gpu_ways_are_refused_on_the_cpu():
+    with pytest.raises(SystemExit, match='triton'):
+        bench.main(TINY + ['--ways', 'triton'])
