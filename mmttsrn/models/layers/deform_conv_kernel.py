@@ -5,8 +5,8 @@ samples the input's channels at the tap's deformed positions (bilinear,
 zero outside, as torchvision's ``deform_conv2d``) and multiplies them by the
 tap's (C_in, C_out) weight, accumulating in float32. Nothing but the output
 is written: the three-op path (:func:`_all_taps_sum`) writes every tap's
-projection, its samples and their float32 sum, about 1.3 GB per clip of the
-paper config.
+float32 projection, its samples and their sum, and reads them back, some 15
+GB per bf16 clip of the paper config (``gpu_op_census.py``).
 
 Imported only when used (``SequenceMaskHead(cuda_deform='triton')``), as
 Triton is not part of a CPU-only PyTorch. The tests run the kernel on the
@@ -44,6 +44,10 @@ def _deform_conv2d_kernel(x_ptr, offset_ptr, weight_ptr, bias_ptr, out_ptr,
                           BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr,
                           BLOCK_CO: tl.constexpr,
                           PRECISION: tl.constexpr):
+    """out (N, C_out, h, w) of x (N, C_in, H, W), offset (N, 2*KH*KW, h,
+    w), weight (C_out, C_in, KH, KW) and bias (C_out, ), each given by its
+    pointer and strides; one program per BLOCK_P output pixels of an image.
+    """
     blocks = tl.cdiv(h * w, BLOCK_P)
     pid = tl.program_id(0)
     n = (pid // blocks).to(tl.int64)
