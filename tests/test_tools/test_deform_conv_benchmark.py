@@ -27,3 +27,18 @@ def test_records_every_way_and_dtype_against_torchvision(capsys):
 def test_gpu_ways_are_refused_on_the_cpu():
     with pytest.raises(SystemExit, match='triton'):
         bench.main(TINY + ['--ways', 'triton'])
+
+
+def test_a_way_that_fails_is_recorded_and_the_next_runs(monkeypatch):
+    conv = bench._conv
+
+    def failing(way):
+        if way == 'torchvision':
+            raise RuntimeError('no kernel image')
+        return conv(way)
+
+    monkeypatch.setattr(bench, '_conv', failing)
+    records = bench.main(TINY + ['--dtypes', 'fp32'])
+    assert records[0]['error'] == 'RuntimeError: no kernel image'
+    assert 'ms' not in records[0]
+    assert records[1]['way'] == 'sampled' and records[1]['ms'] > 0

@@ -7,7 +7,8 @@ path (``sampled``). Without autograd, in fp32 and under bf16 autocast (bf16
 input and offsets, as the mask head gives them). One JSON line per (way,
 dtype): median milliseconds, peak memory above the inputs, and the largest
 difference from torchvision's float32 output (TF32 off), absolute and
-relative to that output's largest value.
+relative to that output's largest value; or the ``error`` of a way that
+fails, and the next way runs.
 
 Defaults: the paper config's conv, 360 instance-frames (10 instances x 36
 frames) of 48 channels at 80 x 136 to 24 channels, 3x3::
@@ -76,6 +77,30 @@ def _conv(way: str):
         x, offset, weight, bias, cuda_impl=impl)
 
 
+def _time(conv, inputs: tuple, low: bool, device: torch.device,
+          warmup: int, repeats: int) -> tuple:
+    """(seconds of each repeat, the last output, peak bytes above what was
+    allocated before the repeats or None on the CPU)."""
+    with torch.no_grad(), torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=low):
+        for _ in range(warmup):
+            out = conv(*inputs)
+        _sync(device)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = conv(*inputs)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    peak = None
+    if device.type == 'cuda':
+        peak = torch.cuda.max_memory_allocated(device) - before
+    return times, out, peak
+
+
 def main(argv=None) -> list:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -100,41 +125,32 @@ def main(argv=None) -> list:
         low = dtype == 'bf16'
         inputs = (x.bfloat16(), offset.bfloat16()) if low else (x, offset)
         for way in ways:
-            conv = _conv(way)
-            with torch.no_grad(), torch.autocast(
-                    device.type, dtype=torch.bfloat16, enabled=low):
-                for _ in range(args.warmup):
-                    out = conv(*inputs, weight, bias)
-                _sync(device)
-                if device.type == 'cuda':
-                    torch.cuda.reset_peak_memory_stats(device)
-                    before = torch.cuda.memory_allocated(device)
-                times = []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    out = conv(*inputs, weight, bias)
-                    _sync(device)
-                    times.append(time.perf_counter() - start)
-            error = (out.float() - reference).abs().max().item()
-            record = dict(
-                way=way,
-                dtype=dtype,
-                device=str(device),
-                ms=1e3 * statistics.median(times),
-                ms_min=1e3 * min(times),
-                out_dtype=str(out.dtype).replace('torch.', ''),
-                max_abs_diff=error,
-                max_rel_diff=error / scale,
+            record = dict(way=way, dtype=dtype, device=str(device))
+            try:
+                times, out, peak = _time(_conv(way),
+                                         (*inputs, weight, bias), low,
+                                         device, args.warmup, args.repeats)
+            except Exception as error:  # the other ways still run
+                record['error'] = f'{type(error).__name__}: {error}'[:500]
+            else:
+                diff = (out.float() - reference).abs().max().item()
+                record.update(
+                    ms=1e3 * statistics.median(times),
+                    ms_min=1e3 * min(times),
+                    out_dtype=str(out.dtype).replace('torch.', ''),
+                    max_abs_diff=diff,
+                    max_rel_diff=diff / scale)
+                if peak is not None:
+                    record['peak_mb'] = peak / 2**20
+                del out
+            record.update(
                 shape=[args.batch, c_in, h, w, c_out],
                 repeats=args.repeats,
                 torch=torch.__version__)
             if device.type == 'cuda':
-                record['peak_mb'] = (torch.cuda.max_memory_allocated(device) -
-                                     before) / 2**20
                 record['device_name'] = torch.cuda.get_device_name(device)
             print(json.dumps(record), flush=True)
             records.append(record)
-            del out
     return records
 
 
