@@ -174,8 +174,11 @@ class VideoTracks:
             masks = F.interpolate(
                 masks, size=pad, mode='bilinear',
                 align_corners=False)[..., :img_h, :img_w]
-            masks = F.interpolate(
-                masks, size=out, mode='bilinear', align_corners=False)
+            # A bilinear resize to the same size copies: skip it (e.g.
+            # without rescale, or frames the pipeline did not resize).
+            if out != (img_h, img_w):
+                masks = F.interpolate(
+                    masks, size=out, mode='bilinear', align_corners=False)
         else:
             masks = masks.new_zeros(*masks.shape[:2], *out)
         masks = masks > self.test_cfg['mask_thr']

@@ -144,3 +144,39 @@ def test_data_sample_upsamples_frames_together_as_memory_allows(
     for a, b in zip(got, expected):
         assert torch.equal(a.masks, b.masks)
         assert torch.equal(a.bboxes, b.bboxes)
+
+
+@pytest.mark.parametrize('ori_shape', [(28, 40), (57, 81)])
+def test_masks_at_the_input_size_are_resized_once(ori_shape, monkeypatch):
+    """Frames whose original size is the network's input size get their
+    masks from one resize (to the padded size, then cropped): a second,
+    to the same size, would only copy them."""
+    import torch.nn.functional as F
+
+    from mmttsrn.models.vis import video_tracks
+    cfg = dict(mask_thr=0.5, score_thr=0.0, max_per_video=10)
+    frames = _frames(8)
+    for frame in frames:
+        frame.set_metainfo(dict(ori_shape=ori_shape))
+    video = VideoTracks(K, cfg, frames, True, stream_rle=False)
+    for chunk in _chunks(torch.Generator().manual_seed(2)):
+        video.add(chunk)
+    sizes = []
+    interpolate = F.interpolate
+
+    def counted(x, size, **kwargs):
+        sizes.append(tuple(size))
+        out = interpolate(x, size=size, **kwargs)
+        if size == (32, 48):
+            # What the skipped resize would have given: its input.
+            crop = out[..., :28, :40]
+            assert torch.equal(interpolate(crop, size=(28, 40), **kwargs),
+                               crop)
+        return out
+
+    monkeypatch.setattr(video_tracks.F, 'interpolate', counted)
+    got = [f.pred_track_instances
+           for f in video.data_sample().video_data_samples]
+    per_call = [(32, 48)] if ori_shape == (28, 40) else [(32, 48), (57, 81)]
+    assert sizes and sizes == per_call * (len(sizes) // len(per_call))
+    assert all(i.masks.shape[-2:] == ori_shape for i in got)
