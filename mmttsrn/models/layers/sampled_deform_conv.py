@@ -1,5 +1,7 @@
 """Deformable convolution written with ``grid_sample`` (the mask head's
-deformable conv on the CPU, in GPU inference and in CUDA graphs).
+deformable conv on the CPU, in GPU inference and in CUDA graphs; GPU
+inference may instead run one Triton kernel, :mod:`.deform_conv_kernel`,
+chosen by ``cuda_impl``).
 
 ``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no modulation
 mask) as a sum over kernel taps: bilinear sampling is linear and the same for
@@ -384,7 +386,8 @@ def deform_conv2d_by_sampling(x: Tensor,
                               cuda_chunk_bytes: int = 2**28,
                               cuda_impl: str = 'grid_sample') -> Tensor:
     """``torchvision.ops.deform_conv2d`` (stride 1, one offset group, no
-    modulation mask) written with ``F.grid_sample``.
+    modulation mask) written with ``F.grid_sample``, or on a GPU without
+    autograd as one Triton kernel (``cuda_impl='triton'``).
 
     Zero padding outside the image and the bilinear weights are
     torchvision's. Training in float32 or float64 (autograd on, no autocast,
