@@ -1,7 +1,9 @@
 """tools/analysis_tools/deform_conv_benchmark.py on the CPU (its GPU ways
 need a GPU)."""
 import pytest
+import torch
 from tool_loader import load_tool
+from torchvision.ops import deform_conv2d
 
 bench = load_tool('tools/analysis_tools/deform_conv_benchmark.py')
 TINY = ['--batch', '2', '--size', '6', '9', '--channels', '5', '3',
@@ -42,3 +44,22 @@ def test_a_way_that_fails_is_recorded_and_the_next_runs(monkeypatch):
     assert records[0]['error'] == 'RuntimeError: no kernel image'
     assert 'ms' not in records[0]
     assert records[1]['way'] == 'sampled' and records[1]['ms'] > 0
+
+
+def test_kernel_ways_time_the_kernel_on_each_layout(monkeypatch):
+    # The kernel's two ways reach it with x in their layout (made before
+    # the timing); a stand-in records it, as a CPU cannot launch it.
+    kernel = pytest.importorskip('mmttsrn.models.layers.deform_conv_kernel')
+    layouts = []
+
+    def fake(x, offset, weight, bias, padding, dilation, tf32):
+        layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        return deform_conv2d(x, offset, weight, bias, padding=padding)
+
+    monkeypatch.setattr(kernel, 'fused_deform_conv2d', fake)
+    monkeypatch.setattr(bench, 'CPU_WAYS', tuple(bench.KERNEL_WAYS))
+    records = bench.main(TINY + ['--dtypes', 'fp32'])
+    assert [r['way'] for r in records] == ['triton_nchw', 'triton_cl']
+    assert all(r['max_rel_diff'] <= 1e-5 for r in records)
+    calls = 1 + 2  # warm-up and repeats of TINY
+    assert layouts == [False] * calls + [True] * calls

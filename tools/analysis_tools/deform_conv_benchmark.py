@@ -2,9 +2,13 @@
 
 On a GPU: torchvision's ``deform_conv2d`` and the three ways of
 ``deform_conv2d_by_sampling`` for inference (``cuda_impl``: ``grid_sample``,
-``compiled``, ``triton``); on the CPU: torchvision's and the sampled CPU
-path (``sampled``). Without autograd, in fp32 and under bf16 autocast (bf16
-input and offsets, as the mask head gives them). One JSON line per (way,
+``compiled``, ``triton``), and the Triton kernel called on its own
+(``triton_nchw``: on x as the mask head gives it on a GPU, NCHW;
+``triton_cl``: on x made channels-last before the timing), which splits
+``triton``'s time into the kernel and the channels-last copy it makes
+first; on the CPU: torchvision's and the sampled CPU path (``sampled``).
+Without autograd, in fp32 and under bf16 autocast (bf16 input and offsets,
+as the mask head gives them). One JSON line per (way,
 dtype): median milliseconds, peak memory above the inputs, and the largest
 difference from torchvision's float32 output (TF32 off), absolute and
 relative to that output's largest value; or the ``error`` of a way that
@@ -26,7 +30,10 @@ from torchvision.ops import deform_conv2d
 
 from mmttsrn.models.layers import deform_conv2d_by_sampling
 
-GPU_WAYS = ('torchvision', 'grid_sample', 'compiled', 'triton')
+# The Triton kernel alone, on x in this memory format (made before timing).
+KERNEL_WAYS = dict(
+    triton_nchw=torch.contiguous_format, triton_cl=torch.channels_last)
+GPU_WAYS = ('torchvision', 'grid_sample', 'compiled', 'triton', *KERNEL_WAYS)
 CPU_WAYS = ('torchvision', 'sampled')
 
 
@@ -72,6 +79,12 @@ def _conv(way: str):
         # kernel has no bf16).
         return lambda x, offset, weight, bias: deform_conv2d(
             x.float(), offset.float(), weight, bias, padding=1).to(x.dtype)
+    if way in KERNEL_WAYS:
+        # Imported here: Triton is not part of a CPU-only PyTorch.
+        from mmttsrn.models.layers.deform_conv_kernel import \
+            fused_deform_conv2d
+        return lambda x, offset, weight, bias: fused_deform_conv2d(
+            x, offset, weight, bias, 1, 1, torch.backends.cudnn.allow_tf32)
     impl = dict(sampled='grid_sample').get(way, way)
     return lambda x, offset, weight, bias: deform_conv2d_by_sampling(
         x, offset, weight, bias, cuda_impl=impl)
@@ -126,9 +139,11 @@ def main(argv=None) -> list:
         inputs = (x.bfloat16(), offset.bfloat16()) if low else (x, offset)
         for way in ways:
             record = dict(way=way, dtype=dtype, device=str(device))
+            x_in = inputs[0].contiguous(
+                memory_format=KERNEL_WAYS.get(way, torch.contiguous_format))
             try:
                 times, out, peak = _time(_conv(way),
-                                         (*inputs, weight, bias), low,
+                                         (x_in, inputs[1], weight, bias), low,
                                          device, args.warmup, args.repeats)
             except Exception as error:  # the other ways still run
                 record['error'] = f'{type(error).__name__}: {error}'[:500]
