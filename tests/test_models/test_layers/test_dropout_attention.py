@@ -47,47 +47,83 @@ def test_dropped_positions_tops_up_and_validates():
         dropped_positions(10, 1.0)
 
 
-def _reference(query, key, value, keep, p, dropped):
-    """The composite: softmax weights, the given ones dropped, rescaled."""
+def _reference(query, key, value, keep, p, mask):
+    """The composite: softmax weights, the ``mask``'s zeros dropped,
+    rescaled."""
     scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
     if keep is not None:
         scores = scores.masked_fill(~keep, float('-inf'))
-    weights = scores.softmax(-1)
-    mask = torch.ones(weights.numel(), dtype=weights.dtype)
-    mask[dropped] = 0
-    return (weights * mask.view_as(weights) / (1 - p)) @ value
+    return (scores.softmax(-1) * mask / (1 - p)) @ value
 
 
-@pytest.mark.parametrize('masked', [False, True])
-def test_dropout_attention_matches_the_composite(masked):
+def _dropout_mask(shape, p, rows):
+    """The mask that blocks of ``rows`` queries draw in order, each with
+    its own flat positions."""
+    mask = torch.ones(shape, dtype=torch.float64)
+    for start in range(0, shape[2], rows):
+        block = torch.ones_like(mask[:, :, start:start + rows])
+        block.view(-1)[dropped_positions(block.numel(), p)] = 0
+        mask[:, :, start:start + rows] = block
+    return mask
+
+
+@pytest.mark.parametrize('keep_shape', [None, (2, 1, 1, 7), (2, 1, 5, 7)])
+@pytest.mark.parametrize('rows', [2, 5])
+def test_dropout_attention_matches_the_composite(keep_shape, rows):
+    # Blocks of 2 queries (2, 2, 1) or all 5 at once; keys masked per video
+    # or per query.
     gen = torch.Generator().manual_seed(0)
-    shape = (2, 3, 5, 4)
     query, key, value = (
-        torch.randn(shape[:2] + (n, 4), generator=gen, dtype=torch.float64)
+        torch.randn(2, 3, n, 4, generator=gen, dtype=torch.float64)
         for n in (5, 7, 7))
     keep = None
-    if masked:
-        keep = torch.ones(2, 1, 1, 7, dtype=torch.bool)
+    if keep_shape is not None:
+        keep = torch.ones(keep_shape, dtype=torch.bool)
         keep[1, ..., 4:] = False
+        if keep_shape[2] > 1:
+            keep[0, ..., 1, :3] = False
     p = 0.3
     leaves = [t.clone().requires_grad_() for t in (query, key, value)]
+    # float64 weights of a query: 2 videos x 3 heads x 7 keys x 8 bytes.
     torch.manual_seed(5)
-    out = dropout_attention(*leaves, keep=keep, p=p)
-    # The same seed gives the positions the function dropped.
+    out = dropout_attention(*leaves, keep=keep, p=p, block_bytes=rows * 336)
+    # The same seed gives the positions that each block dropped.
     torch.manual_seed(5)
-    dropped = dropped_positions(2 * 3 * 5 * 7, p)
-    assert 0 < len(dropped) < 2 * 3 * 5 * 7
+    mask = _dropout_mask((2, 3, 5, 7), p, rows)
+    assert 0 < int((mask == 0).sum()) < mask.numel()
     ref_leaves = [t.clone().requires_grad_() for t in (query, key, value)]
-    expected = _reference(*ref_leaves, keep, p, dropped)
+    expected = _reference(*ref_leaves, keep, p, mask)
     torch.testing.assert_close(out, expected)
     grad = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     out.backward(grad)
     expected.backward(grad)
     for leaf, ref, name in zip(leaves, ref_leaves, 'qkv'):
         torch.testing.assert_close(leaf.grad, ref.grad, msg=name)
-    if masked:
+    if keep is not None:
         # Masked keys get no value gradient.
         assert (leaves[2].grad[1, :, 4:] == 0).all()
+
+
+def test_dropout_attention_keeps_no_weights_for_the_backward_pass():
+    # What the forward pass keeps grows with L + S (and the dropped
+    # positions), not with a float per weight: 256 x 512 weights a head.
+    query, key, value = (torch.randn(1, 2, n, 8, requires_grad=True)
+                         for n in (256, 512, 512))
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        dropout_attention(query, key, value, p=0.1, block_bytes=2**14)
+    weights = 2 * 256 * 512
+    assert max(t.numel() for t in saved) < weights // 8
+    dropped = [t for t in saved if t.dtype == torch.int32]
+    assert len(dropped) == 1
+    # Binomial(weights, 0.1): within 5 standard deviations.
+    sd = math.sqrt(0.09 * weights)
+    assert abs(dropped[0].numel() - 0.1 * weights) < 5 * sd
 
 
 def test_fused_attention_uses_it_in_cpu_training_only():
