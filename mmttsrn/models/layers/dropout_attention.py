@@ -92,19 +92,23 @@ class _DropoutAttention(torch.autograd.Function):
         value = value / (1 - p)
         key_t = key.transpose(-2, -1)
         out = query.new_empty(query.shape)
-        log_sum_exp = query.new_empty(query.shape[:-1] + (1, ))
+        # float32 at least, also under bf16 autocast: the backward pass's
+        # weights are exp(scores - log_sum_exp), and a rounded log_sum_exp
+        # would scale a whole row of them.
+        exact = torch.promote_types(query.dtype, torch.float32)
+        log_sum_exp = query.new_empty(query.shape[:-1] + (1, ), dtype=exact)
         dropped, counts = [], []
         for start in range(0, query.shape[2], rows):
             block = slice(start, start + rows)
             weights = _block_weights(query, key_t, keep, block)
             top = weights.amax(-1, keepdim=True)
             weights = weights.sub_(top).exp_()
-            total = weights.sum(-1, keepdim=True)
+            total = weights.sum(-1, keepdim=True, dtype=exact)
             positions = dropped_positions(weights.numel(), p)
             weights.view(-1).index_fill_(0, positions, 0)
             # Normalised after the product: rows x d_head, not rows x S.
             torch.matmul(weights, value, out=out[:, :, block]).div_(total)
-            log_sum_exp[:, :, block] = top + total.log()
+            log_sum_exp[:, :, block] = top.to(exact) + total.log()
             dropped.append(positions.int())
             counts.append(len(positions))
         ctx.save_for_backward(query, key, value, keep, out, log_sum_exp,
