@@ -95,20 +95,20 @@ class _DropoutAttention(torch.autograd.Function):
         # float32 at least, also under bf16 autocast: the backward pass's
         # weights are exp(scores - log_sum_exp), and a rounded log_sum_exp
         # would scale a whole row of them.
-        exact = torch.promote_types(query.dtype, torch.float32)
-        log_sum_exp = query.new_empty(query.shape[:-1] + (1, ), dtype=exact)
+        wide = torch.promote_types(query.dtype, torch.float32)
+        log_sum_exp = query.new_empty(query.shape[:-1] + (1, ), dtype=wide)
         dropped, counts = [], []
         for start in range(0, query.shape[2], rows):
             block = slice(start, start + rows)
             weights = _block_weights(query, key_t, keep, block)
             top = weights.amax(-1, keepdim=True)
             weights = weights.sub_(top).exp_()
-            total = weights.sum(-1, keepdim=True, dtype=exact)
+            total = weights.sum(-1, keepdim=True, dtype=wide)
             positions = dropped_positions(weights.numel(), p)
             weights.view(-1).index_fill_(0, positions, 0)
             # Normalised after the product: rows x d_head, not rows x S.
             torch.matmul(weights, value, out=out[:, :, block]).div_(total)
-            log_sum_exp[:, :, block] = top.to(exact) + total.log()
+            log_sum_exp[:, :, block] = top.to(wide) + total.log()
             dropped.append(positions.int())
             counts.append(len(positions))
         ctx.save_for_backward(query, key, value, keep, out, log_sum_exp,
@@ -128,8 +128,10 @@ class _DropoutAttention(torch.autograd.Function):
         grad_key = key.new_zeros(key.shape)
         grad_value = value.new_zeros(value.shape)
         # Softmax's backward is dS = P * (dP - sum(dP * P)), and the sum is
-        # each query's grad_out . out (dropout included).
-        row_sums = (grad_out * out).sum(-1, keepdim=True)
+        # each query's grad_out . out (dropout included), summed as wide as
+        # the log-sum-exp.
+        row_sums = (grad_out * out).sum(-1, keepdim=True,
+                                        dtype=log_sum_exp.dtype)
         starts = range(0, query.shape[2], ctx.rows)
         for start, positions in zip(starts, dropped.split(ctx.counts)):
             block = slice(start, start + ctx.rows)
