@@ -120,18 +120,21 @@ class _DropoutAttention(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, grad_out: Tensor):
         query, key, value, keep, out, log_sum_exp, dropped = ctx.saved_tensors
+        need_query, need_key, need_value = ctx.needs_input_grad[:3]
+        need_scores = need_query or need_key
         heads = query.shape[0] * query.shape[1]
         key_t, value_t = key.transpose(-2, -1), value.transpose(-2, -1)
         # Contiguous, whatever the inputs' strides: the matmuls accumulate
         # into (B * heads) views of them.
-        grad_query = query.new_empty(query.shape)
-        grad_key = key.new_zeros(key.shape)
-        grad_value = value.new_zeros(value.shape)
-        # Softmax's backward is dS = P * (dP - sum(dP * P)), and the sum is
-        # each query's grad_out . out (dropout included), summed as wide as
-        # the log-sum-exp.
-        row_sums = (grad_out * out).sum(-1, keepdim=True,
-                                        dtype=log_sum_exp.dtype)
+        grad_query = query.new_empty(query.shape) if need_query else None
+        grad_key = key.new_zeros(key.shape) if need_key else None
+        grad_value = value.new_zeros(value.shape) if need_value else None
+        if need_scores:
+            # Softmax's backward is dS = P * (dP - sum(dP * P)), and the
+            # sum is each query's grad_out . out (dropout included), summed
+            # as wide as the log-sum-exp.
+            row_sums = (grad_out * out).sum(
+                -1, keepdim=True, dtype=log_sum_exp.dtype)
         starts = range(0, query.shape[2], ctx.rows)
         for start, positions in zip(starts, dropped.split(ctx.counts)):
             block = slice(start, start + ctx.rows)
@@ -139,23 +142,30 @@ class _DropoutAttention(torch.autograd.Function):
             weights = _block_weights(query, key_t, keep, block)
             weights = weights.sub_(log_sum_exp[:, :, block]).exp_()
             grad_block = grad_out[:, :, block]
-            # dP, zero where dropped; dS needs P there too (dS = -P * sum).
-            grad = torch.matmul(grad_block, value_t)
-            grad.view(-1).index_fill_(0, positions, 0)
-            grad = grad.sub_(row_sums[:, :, block]).mul_(weights)
-            weights.view(-1).index_fill_(0, positions, 0)
+            if need_scores:
+                # dP, zero where dropped; dS needs P there too
+                # (dS = -P * sum).
+                grad = torch.matmul(grad_block, value_t)
+                grad.view(-1).index_fill_(0, positions, 0)
+                grad = grad.sub_(row_sums[:, :, block]).mul_(weights)
             # Accumulated by the matmuls, (B * heads) at a time.
-            grad_value.view(heads, *value.shape[2:]).baddbmm_(
-                weights.flatten(0, 1).transpose(1, 2),
-                grad_block.flatten(0, 1))
-            torch.matmul(grad, key, out=grad_query[:, :, block])
-            grad_key.view(heads, *key.shape[2:]).baddbmm_(
-                grad.flatten(0, 1).transpose(1, 2),
-                query[:, :, block].flatten(0, 1))
+            if need_value:
+                weights.view(-1).index_fill_(0, positions, 0)
+                grad_value.view(heads, *value.shape[2:]).baddbmm_(
+                    weights.flatten(0, 1).transpose(1, 2),
+                    grad_block.flatten(0, 1))
+            if need_query:
+                torch.matmul(grad, key, out=grad_query[:, :, block])
+            if need_key:
+                grad_key.view(heads, *key.shape[2:]).baddbmm_(
+                    grad.flatten(0, 1).transpose(1, 2),
+                    query[:, :, block].flatten(0, 1))
         # The saved query is scaled already: dK = dS^T (q * scale).
-        scale = query.shape[-1]**-0.5
-        return (grad_query.mul_(scale), grad_key, grad_value.div_(1 - ctx.p),
-                None, None, None)
+        if need_query:
+            grad_query.mul_(query.shape[-1]**-0.5)
+        if need_value:
+            grad_value.div_(1 - ctx.p)
+        return grad_query, grad_key, grad_value, None, None, None
 
 
 def dropout_attention(query: Tensor,

@@ -104,6 +104,32 @@ def test_dropout_attention_matches_the_composite(keep_shape, rows):
         assert (leaves[2].grad[1, :, 4:] == 0).all()
 
 
+@pytest.mark.parametrize('needed', ['q', 'k', 'v', 'qv', 'kv'])
+def test_dropout_attention_computes_the_needed_gradients_only(needed):
+    # Those asked for equal those of a call that needs all three; the
+    # others stay None.
+    gen = torch.Generator().manual_seed(1)
+    inputs = [
+        torch.randn(1, 2, n, 4, generator=gen, dtype=torch.float64)
+        for n in (5, 6, 6)
+    ]
+    grad = torch.randn(1, 2, 5, 4, generator=gen, dtype=torch.float64)
+    grads = []
+    for wanted in ('qkv', needed):
+        leaves = [
+            t.clone().requires_grad_(name in wanted)
+            for t, name in zip(inputs, 'qkv')
+        ]
+        torch.manual_seed(3)
+        dropout_attention(*leaves, p=0.3, block_bytes=200).backward(grad)
+        grads.append([leaf.grad for leaf in leaves])
+    for name, full, part in zip('qkv', *grads):
+        if name in needed:
+            torch.testing.assert_close(part, full, msg=name)
+        else:
+            assert part is None
+
+
 def test_dropout_attention_keeps_no_weights_for_the_backward_pass():
     # What the forward pass keeps grows with L + S (and the dropped
     # positions), not with a float per weight: 256 x 512 weights a head.
