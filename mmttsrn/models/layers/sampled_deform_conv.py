@@ -33,36 +33,17 @@ __all__ = ['deform_conv2d_by_sampling', 'CUDA_IMPLS']
 CUDA_IMPLS = ('grid_sample', 'compiled', 'triton')
 
 
-def _tap_grid(offset: Tensor, k: int, kw: int, in_size: Tuple[int, int],
-              padding: int, dilation: int) -> Tensor:
-    """``grid_sample`` coordinates (N, h, w, 2) of kernel tap k.
-
-    Args:
-        offset (Tensor): (N, taps, 2, h, w), (dy, dx) per tap; the grid takes
-            its dtype.
-        k (int): Tap index, row-major over the (kh, kw) kernel.
-        kw (int): Kernel width.
-        in_size (tuple[int, int]): Input (H, W).
-        padding (int): Zero padding of both sides.
-        dilation (int): Kernel dilation.
-    """
-    H, W = in_size
-    h, w = offset.shape[-2:]
-    ys = torch.arange(h, device=offset.device, dtype=offset.dtype)[:, None]
-    xs = torch.arange(w, device=offset.device, dtype=offset.dtype)
-    tap_y = k // kw * dilation - padding
-    tap_x = k % kw * dilation - padding
-    # Pixel -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
-    grid_x = (2 * (xs + tap_x + offset[:, k, 1]) + 1) / W - 1
-    grid_y = (2 * (ys + tap_y + offset[:, k, 0]) + 1) / H - 1
-    return torch.stack([grid_x, grid_y], -1)
-
-
-def _tap_starts(kh: int, kw: int, out_size: Tuple[int, int],
-                in_size: Tuple[int, int], padding: int,
-                dilation: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+def _tap_starts(kh: int,
+                kw: int,
+                out_size: Tuple[int, int],
+                in_size: Tuple[int, int],
+                padding: int,
+                dilation: int,
+                device: torch.device,
+                dtype: torch.dtype = torch.float32) -> Tuple[Tensor, Tensor]:
     """``grid_sample`` coordinates of every undeformed tap: x (kh*kw, 1, w)
-    and y (kh*kw, h, 1), float32. The same for every image and slice."""
+    and y (kh*kw, h, 1), in ``dtype``. The same for every image and
+    slice."""
     H, W = in_size
     h, w = out_size
     tap = torch.arange(kh * kw, device=device)
@@ -71,8 +52,29 @@ def _tap_starts(kh: int, kw: int, out_size: Tuple[int, int],
     ys = torch.arange(h, device=device)[:, None]
     xs = torch.arange(w, device=device)
     # Pixel p -> grid_sample coordinate (align_corners=False): (2p+1)/S-1.
-    return ((2 * (xs + tap_x) + 1).float() / W - 1,
-            (2 * (ys + tap_y) + 1).float() / H - 1)
+    return ((2 * (xs + tap_x) + 1).to(dtype) / W - 1,
+            (2 * (ys + tap_y) + 1).to(dtype) / H - 1)
+
+
+def _tap_grid(offset: Tensor, k: int, starts: Tuple[Tensor, Tensor],
+              in_size: Tuple[int, int]) -> Tensor:
+    """``grid_sample`` coordinates (N, h, w, 2) of kernel tap k: its
+    undeformed positions (:func:`_tap_starts`) plus the scaled offsets.
+
+    Args:
+        offset (Tensor): (N, taps, 2, h, w), (dy, dx) per tap.
+        k (int): Tap index, row-major over the (kh, kw) kernel.
+        starts (tuple[Tensor, Tensor]): :func:`_tap_starts`; the grid takes
+            their dtype.
+        in_size (tuple[int, int]): Input (H, W).
+    """
+    H, W = in_size
+    # grid (x, y) takes the offset's (dx, dy); a pixel of offset moves the
+    # coordinate by 2/S.
+    return torch.stack([
+        torch.add(starts[0][k], offset[:, k, 1], alpha=2 / W),
+        torch.add(starts[1][k], offset[:, k, 0], alpha=2 / H)
+    ], -1)
 
 
 def _all_tap_grids(offset: Tensor, starts: Tuple[Tensor, Tensor],
@@ -153,13 +155,15 @@ def _tap_sum(x: Tensor,
     offset = offset.to(dtype).reshape(N, kh * kw, 2, *offset.shape[-2:])
     kernels = _tap_kernels(weight)
     pixels = _rows(x)
+    starts = _tap_starts(kh, kw, offset.shape[-2:], (H, W), padding,
+                         dilation, x.device, dtype)
     for k in range(kh * kw):
         projected = pixels @ kernels[k]
         if projections is not None:
             projections.append(projected)
         sampled = _sample(
             projected.view(N, H, W, out_channels).to(dtype),
-            _tap_grid(offset, k, kw, (H, W), padding, dilation))
+            _tap_grid(offset, k, starts, (H, W)))
         if out is None:
             out = sampled
         elif k == 0:
@@ -341,8 +345,10 @@ class _SampledDeformConv2d(torch.autograd.Function):
         grad_proj = torch.empty_like(projections[0])
         grad_rows = grad_proj.view(N, H, W, out_channels)
         pieces = _batch_slices(x, offset, out_channels, ctx.chunk_bytes)
+        starts = _tap_starts(kh, kw, (h, w), (H, W), ctx.padding,
+                             ctx.dilation, x.device, x.dtype)
         for k in range(kh * kw):
-            grid = _tap_grid(offset, k, kw, (H, W), ctx.padding, ctx.dilation)
+            grid = _tap_grid(offset, k, starts, (H, W))
             projected = projections[k].view(N, H, W,
                                             out_channels).permute(0, 3, 1, 2)
             for piece in pieces:
