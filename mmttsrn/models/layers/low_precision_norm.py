@@ -1,5 +1,7 @@
 """Norm layers that keep a bfloat16 or float16 input's dtype in GPU
 inference under autocast."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,7 +27,20 @@ def _cast(param, dtype):
     return None if param is None else param.to(dtype)
 
 
-class LowPrecisionLayerNorm(nn.LayerNorm):
+class _KeepsLowPrecision:
+    """Mixin for a norm: where :func:`_keeps_dtype`, ``forward`` runs
+    ``_norm`` with autocast off and the weight and bias in x's dtype;
+    elsewhere the norm's own forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _keeps_dtype(x):
+            return super().forward(x)
+        with torch.autocast('cuda', enabled=False):
+            return self._norm(x, _cast(self.weight, x.dtype),
+                              _cast(self.bias, x.dtype))
+
+
+class LowPrecisionLayerNorm(_KeepsLowPrecision, nn.LayerNorm):
     """``nn.LayerNorm`` that, in CUDA inference under autocast, normalises a
     bfloat16/float16 input in its own dtype (statistics in float32, as the
     kernel always computes them; weight and bias cast to that dtype)
@@ -38,25 +53,17 @@ class LowPrecisionLayerNorm(nn.LayerNorm):
     that stream in the low-precision dtype, as on the CPU.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not _keeps_dtype(x):
-            return super().forward(x)
-        with torch.autocast('cuda', enabled=False):
-            return F.layer_norm(x, self.normalized_shape,
-                                _cast(self.weight, x.dtype),
-                                _cast(self.bias, x.dtype), self.eps)
+    def _norm(self, x: Tensor, weight: Optional[Tensor],
+              bias: Optional[Tensor]) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
 
 
-class LowPrecisionGroupNorm(nn.GroupNorm):
+class LowPrecisionGroupNorm(_KeepsLowPrecision, nn.GroupNorm):
     """``nn.GroupNorm`` with :class:`LowPrecisionLayerNorm`'s behaviour."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not _keeps_dtype(x):
-            return super().forward(x)
-        with torch.autocast('cuda', enabled=False):
-            return F.group_norm(x, self.num_groups,
-                                _cast(self.weight, x.dtype),
-                                _cast(self.bias, x.dtype), self.eps)
+    def _norm(self, x: Tensor, weight: Optional[Tensor],
+              bias: Optional[Tensor]) -> Tensor:
+        return F.group_norm(x, self.num_groups, weight, bias, self.eps)
 
 
 def _low_precision_copy(norm: nn.Module) -> nn.Module:
