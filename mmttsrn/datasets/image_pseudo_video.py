@@ -7,7 +7,7 @@ from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
 from mmengine.logging import print_log
 
-from .youtube_vis import _require, load_json_object
+from .youtube_vis import _require, category_names, load_json_object
 
 __all__ = ['ImagePseudoVideoDataset']
 
@@ -163,15 +163,7 @@ class ImagePseudoVideoDataset(BaseVideoDataset):
 
     def _set_classes(self, categories: List[dict]) -> Dict[int, int]:
         """Fill metainfo ``classes``; return image category id -> label."""
-        names = {}
-        for i, cat in enumerate(categories):
-            what = f"'{self.ann_file}' category #{i}"
-            cat_id = _require(cat, 'id', what)
-            name = _require(cat, 'name', what)
-            if cat_id in names:
-                raise ValueError(f"'{self.ann_file}': duplicate category id "
-                                 f'{cat_id}')
-            names[cat_id] = name
+        names = category_names(categories, self.ann_file)
         classes = self._metainfo.get('classes')
         if self.category_map is None:
             name2id = {name: cat_id for cat_id, name in names.items()}

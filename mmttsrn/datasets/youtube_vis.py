@@ -119,6 +119,28 @@ def load_json_object(path: str, backend_args: Optional[dict],
     return ann
 
 
+def category_names(categories: List[dict], ann_file: str) -> Dict[int, str]:
+    """Category id -> name of an annotation file's ``categories``, with
+    errors naming the file and the entry.
+
+    Args:
+        categories (list[dict]): The file's ``categories``.
+        ann_file (str): The file, for the error messages.
+
+    Returns:
+        dict[int, str]: The names by category id, in the file's order.
+    """
+    names = {}
+    for i, cat in enumerate(categories):
+        what = f"'{ann_file}' category #{i}"
+        cat_id = _require(cat, 'id', what)
+        name = _require(cat, 'name', what)
+        if cat_id in names:
+            raise ValueError(f"'{ann_file}': duplicate category id {cat_id}")
+        names[cat_id] = name
+    return names
+
+
 @DATASETS.register_module()
 class YouTubeVISOfficialDataset(BaseVideoDataset):
     """YouTube-VIS (2019/2021 and same-format sets) from the official JSON.
@@ -268,15 +290,7 @@ class YouTubeVISOfficialDataset(BaseVideoDataset):
 
     def _set_classes(self, categories: List[dict]) -> None:
         """Fill ``classes``, ``cat_ids`` (and the version) in metainfo."""
-        names = {}
-        for i, cat in enumerate(categories):
-            what = f"'{self.ann_file}' category #{i}"
-            cat_id = _require(cat, 'id', what)
-            name = _require(cat, 'name', what)
-            if cat_id in names:
-                raise ValueError(f"'{self.ann_file}': duplicate category id "
-                                 f'{cat_id}')
-            names[cat_id] = name
+        names = category_names(categories, self.ann_file)
         classes = self._metainfo.get('classes')
         if classes is None:
             cat_ids = sorted(names)
