@@ -6,11 +6,23 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData
+from tiny_models import tiny_head_cfg
 
 import mmttsrn  # noqa: F401
 
 
 def tiny_model_cfg(num_frames=3, num_classes=3, num_queries=2):
+    head = tiny_head_cfg(
+        num_classes=num_classes,
+        num_frames=num_frames,
+        num_queries=num_queries,
+        conv3d_channels=(4, 4),
+        loss_cls=dict(
+            type='CrossEntropyLoss',
+            use_sigmoid=False,
+            loss_weight=1.0,
+            bg_cls_weight=0.1))
+    head['transformer']['num_encoder_layers'] = 2
     return dict(
         type='TTSRN',
         data_preprocessor=dict(
@@ -24,30 +36,7 @@ def tiny_model_cfg(num_frames=3, num_classes=3, num_queries=2):
             embed_dims=(8, 16, 32, 64),
             depths=(1, 1, 1, 1),
             num_heads=(1, 1, 2, 4)),
-        track_head=dict(
-            type='TTSRNHead',
-            num_classes=num_classes,
-            num_frames=num_frames,
-            num_queries=num_queries,
-            in_channels=[8, 16, 32, 64],
-            embed_dims=48,
-            transformer=dict(
-                type='ClipTransformer',
-                num_heads=4,
-                num_encoder_layers=2,
-                num_decoder_layers=2,
-                feedforward_channels=64),
-            mask_head=dict(
-                type='SequenceMaskHead',
-                num_heads=4,
-                num_groups=1,
-                conv3d_channels=(4, 4),
-                conv3d_groups=2),
-            loss_cls=dict(
-                type='CrossEntropyLoss',
-                use_sigmoid=False,
-                loss_weight=1.0,
-                bg_cls_weight=0.1)),
+        track_head=head,
         test_cfg=dict(
             max_per_video=3,
             linker=dict(type='WindowLinker', overlap=2)))
